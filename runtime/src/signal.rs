@@ -1,0 +1,289 @@
+//! Exit signals: the one definition shared by the trainer, the tools and the runtime.
+//!
+//! Each signal maps the logits of one exit to a scalar and carries its own exit rule. Energy and entropy grow
+//! with sample difficulty (exit when the signal is *below* τ); max-softmax and patience shrink with it (exit when
+//! the signal is *above* τ, or when the streak reaches τ for patience).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which exit signal decides when a sample stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitSignal {
+    /// Normalized energy, paper Eq. (10)–(11): sigmoid(−logsumexp(z)), in (0, 1).
+    Energy,
+    /// Entropy of softmax(z) divided by log C, in [0, 1].
+    Entropy,
+    /// Largest softmax probability, in [1/C, 1].
+    MaxSoftmax,
+    /// PABEE patience: how many consecutive earlier layers agreed with this layer's argmax.
+    Patience,
+}
+
+/// On which side of the threshold a sample exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Exit when signal < τ (signal grows with difficulty).
+    Below,
+    /// Exit when signal > τ (signal shrinks with difficulty); patience exits at signal ≥ τ.
+    Above,
+}
+
+impl ExitSignal {
+    pub const ALL: [ExitSignal; 4] = [Self::Energy, Self::Entropy, Self::MaxSoftmax, Self::Patience];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Energy => "energy",
+            Self::Entropy => "entropy",
+            Self::MaxSoftmax => "max_softmax",
+            Self::Patience => "patience",
+        }
+    }
+
+    pub fn direction(self) -> Direction {
+        match self {
+            Self::Energy | Self::Entropy => Direction::Below,
+            Self::MaxSoftmax | Self::Patience => Direction::Above,
+        }
+    }
+
+    /// Whether a sample with this signal value leaves at threshold `tau`.
+    pub fn meets(self, value: f32, tau: f32) -> bool {
+        if value.is_nan() {
+            return false;
+        }
+        match self {
+            Self::Energy | Self::Entropy => value < tau,
+            Self::MaxSoftmax => value > tau,
+            Self::Patience => value >= tau,
+        }
+    }
+
+    /// The signal of one exit's logits, for the stateless signals. Patience needs the previous layers: use
+    /// [`SignalTracker`].
+    pub fn of_logits(self, logits: &[f32]) -> f32 {
+        match self {
+            Self::Energy => normalized_energy(logits),
+            Self::Entropy => normalized_entropy(logits),
+            Self::MaxSoftmax => max_softmax(logits),
+            Self::Patience => f32::NAN,
+        }
+    }
+
+    /// The threshold grid swept by evaluation and calibration for this signal.
+    pub fn default_sweep(self, num_layers: usize) -> Vec<f32> {
+        match self {
+            Self::Patience => (1..num_layers.max(2)).map(|p| p as f32).collect(),
+            _ => (0..=20).map(|i| i as f32 * 0.05).collect(),
+        }
+    }
+}
+
+impl fmt::Display for ExitSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ExitSignal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "energy" | "normalized_energy" => Ok(Self::Energy),
+            "entropy" => Ok(Self::Entropy),
+            "max_softmax" | "softmax" => Ok(Self::MaxSoftmax),
+            "patience" | "pabee" => Ok(Self::Patience),
+            other => Err(format!(
+                "unknown exit signal '{other}' (expected energy, entropy, max_softmax or patience)"
+            )),
+        }
+    }
+}
+
+/// logsumexp, shifted by the maximum so that logits of ±100 neither overflow nor underflow.
+pub fn log_sum_exp(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + logits.iter().map(|&z| (z - max).exp()).sum::<f32>().ln()
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let lse = log_sum_exp(logits);
+    logits.iter().map(|&z| (z - lse).exp()).collect()
+}
+
+/// Numerically stable logistic function.
+pub fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Paper Eq. (11) applied to Eq. (10): (1 + e^{−E})^{−1} with E = −logsumexp(z), i.e. sigmoid(−logsumexp(z)).
+pub fn normalized_energy(logits: &[f32]) -> f32 {
+    sigmoid(-log_sum_exp(logits))
+}
+
+/// Entropy of softmax(z) divided by log C, so that every layer and every task lives in [0, 1].
+pub fn normalized_entropy(logits: &[f32]) -> f32 {
+    if logits.len() < 2 {
+        return 0.0;
+    }
+    let lse = log_sum_exp(logits);
+    // H = −Σ p log p with log p = z − lse computed directly (no log of an underflowed probability).
+    let h: f32 = logits
+        .iter()
+        .map(|&z| {
+            let log_p = z - lse;
+            -(log_p.exp() * log_p)
+        })
+        .sum();
+    (h / (logits.len() as f32).ln()).clamp(0.0, 1.0)
+}
+
+pub fn max_softmax(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (max - log_sum_exp(logits)).exp()
+}
+
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Follows one sample through the layers and yields its signal at each, including patience, which depends on
+/// the argmax of the earlier layers.
+#[derive(Debug, Clone)]
+pub struct SignalTracker {
+    signal: ExitSignal,
+    previous_argmax: Option<usize>,
+    streak: u32,
+}
+
+impl SignalTracker {
+    pub fn new(signal: ExitSignal) -> Self {
+        Self { signal, previous_argmax: None, streak: 0 }
+    }
+
+    /// The signal at the next layer, given that layer's logits.
+    pub fn observe(&mut self, logits: &[f32]) -> f32 {
+        match self.signal {
+            ExitSignal::Patience => {
+                let current = argmax(logits);
+                self.streak = match self.previous_argmax {
+                    Some(previous) if previous == current => self.streak + 1,
+                    _ => 0,
+                };
+                self.previous_argmax = Some(current);
+                self.streak as f32
+            }
+            other => other.of_logits(logits),
+        }
+    }
+}
+
+/// The 1-based exit layer of a sample whose signals at layers 1..=M are given: the first internal layer whose
+/// signal meets τ, else the last layer. NaN signals never meet τ.
+pub fn exit_layer(signal: ExitSignal, signals: &[f32], tau: f32) -> usize {
+    let m = signals.len();
+    signals[..m.saturating_sub(1)]
+        .iter()
+        .position(|&s| signal.meets(s, tau))
+        .map(|i| i + 1)
+        .unwrap_or(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f32, b: f32, tol: f32) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn energy_matches_hand_values() {
+        // logits [0, 0]: lse = ln 2, sigmoid(−ln 2) = 1 / (1 + 2) = 1/3.
+        assert!(close(normalized_energy(&[0.0, 0.0]), 1.0 / 3.0, 1e-6));
+        // logits [1, 2]: lse = 2 + ln(1 + e^−1) = 2.3132617; sigmoid(−2.3132617) = 0.0900306.
+        assert!(close(normalized_energy(&[1.0, 2.0]), 0.090_030_6, 1e-6));
+    }
+
+    #[test]
+    fn energy_is_stable_at_extreme_logits() {
+        // Naively exp(100) overflows f32 to inf; the stable form gives sigmoid(−100) ≈ 3.72e−44 > 0.
+        let e = normalized_energy(&[100.0, -100.0]);
+        assert!(e.is_finite() && e >= 0.0 && e < 1e-40, "{e}");
+        // lse(−100, −100) = −100 + ln 2; sigmoid(100 − ln 2) → 1.
+        let e = normalized_energy(&[-100.0, -100.0]);
+        assert!(close(e, 1.0, 1e-6), "{e}");
+    }
+
+    #[test]
+    fn entropy_and_softmax_match_hand_values() {
+        assert!(close(normalized_entropy(&[0.0, 0.0]), 1.0, 1e-6));
+        assert!(close(normalized_entropy(&[3.0, 3.0, 3.0]), 1.0, 1e-6));
+        // p = softmax([0, ln 3]) = [0.25, 0.75]; H = 0.5623351 nats; / ln 2 = 0.8112781.
+        assert!(close(normalized_entropy(&[0.0, 3f32.ln()]), 0.811_278_1, 1e-5));
+        assert!(close(max_softmax(&[0.0, 3f32.ln()]), 0.75, 1e-6));
+        assert!(normalized_entropy(&[100.0, -100.0]).abs() < 1e-6);
+        assert!(close(max_softmax(&[100.0, -100.0]), 1.0, 1e-6));
+    }
+
+    #[test]
+    fn directions() {
+        assert!(ExitSignal::Energy.meets(0.1, 0.2));
+        assert!(!ExitSignal::Energy.meets(0.3, 0.2));
+        assert!(ExitSignal::Entropy.meets(0.1, 0.2));
+        assert!(ExitSignal::MaxSoftmax.meets(0.9, 0.8));
+        assert!(!ExitSignal::MaxSoftmax.meets(0.7, 0.8));
+        assert!(ExitSignal::Patience.meets(2.0, 2.0));
+        assert!(!ExitSignal::Patience.meets(1.0, 2.0));
+        assert!(!ExitSignal::Energy.meets(f32::NAN, 1.0));
+    }
+
+    #[test]
+    fn patience_counts_agreeing_layers() {
+        let mut t = SignalTracker::new(ExitSignal::Patience);
+        assert_eq!(t.observe(&[1.0, 0.0]), 0.0);
+        assert_eq!(t.observe(&[2.0, 0.0]), 1.0);
+        assert_eq!(t.observe(&[3.0, 0.0]), 2.0);
+        assert_eq!(t.observe(&[0.0, 1.0]), 0.0);
+        assert_eq!(t.observe(&[0.0, 5.0]), 1.0);
+    }
+
+    #[test]
+    fn exit_layer_takes_first_internal_hit_else_last() {
+        let s = [0.5, 0.3, 0.1, 0.05];
+        assert_eq!(exit_layer(ExitSignal::Energy, &s, 0.4), 2);
+        assert_eq!(exit_layer(ExitSignal::Energy, &s, 0.0), 4);
+        assert_eq!(exit_layer(ExitSignal::Energy, &s, 1.0), 1);
+        // The last layer answers even when its own signal would not meet τ.
+        assert_eq!(exit_layer(ExitSignal::MaxSoftmax, &[0.6, 0.7, 0.8], 0.99), 3);
+        assert_eq!(exit_layer(ExitSignal::MaxSoftmax, &[0.6, 0.95, 0.8], 0.9), 2);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in ExitSignal::ALL {
+            assert_eq!(s.name().parse::<ExitSignal>().unwrap(), s);
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.name()));
+        }
+        assert!("bogus".parse::<ExitSignal>().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Cross-crate tests: trainer checkpoint -> tools package -> runtime answers.
