@@ -1,0 +1,293 @@
+//! The early-exit engine: one input, batch size 1, layer by layer, stopping at the first exit whose signal meets τ.
+//!
+//! The exit loop is [`Engine::classify_with`]: tokenize → embeddings → for m in 1..=M { layer m → exit m → signal →
+//! stop if it meets τ }; the last layer always answers. Unlike the paper's reference code, which runs every layer and
+//! picks the exit afterwards, the layers after the exit are never computed. Plans are optimized once, in
+//! [`Engine::new`]; a call only tokenizes and runs them.
+
+use crate::answer::{Answer, Stage, StageTimes};
+use crate::error::{InputError, LoadError, RunError};
+use crate::manifest::{self, Manifest};
+use crate::package::Package;
+use crate::signal::{softmax, ExitSignal, SignalTracker};
+use crate::stage::{Shapes, StageKind, StagePlan};
+use crate::tokenize::{Encoded, Input};
+use std::path::Path;
+use std::time::Instant;
+use tract_onnx::prelude::{IntoTValue, TValue, Tensor, TractError};
+
+/// Which signal decides the exit, at which threshold. Defaults to the package's ([`Engine::default_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExitPolicy {
+    pub signal: ExitSignal,
+    pub threshold: f32,
+}
+
+/// Every exit's logits for one input (no early exit): what calibration and the parity tests compare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FullDepth {
+    /// `logits[m - 1]` are exit m's logits, as computed (NaN or inf included).
+    pub logits: Vec<Vec<f32>>,
+    pub stage_ms: StageTimes,
+    pub tokens: usize,
+    pub truncated: bool,
+}
+
+impl FullDepth {
+    /// The exit layer the engine would choose under `policy`, from these logits: the same decision code as
+    /// [`Engine::classify_with`], so that a sweep over thresholds needs one full-depth run per input.
+    pub fn exit_layer(&self, policy: ExitPolicy) -> usize {
+        let mut walk = ExitWalk::new(policy, self.logits.len());
+        for (i, z) in self.logits.iter().enumerate() {
+            if walk.observe(i + 1, z) {
+                break;
+            }
+        }
+        walk.signals.len()
+    }
+}
+
+/// A loaded package: validated files, a tokenizer and one optimized tract plan per stage.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    package: Package,
+    embeddings: StagePlan,
+    layers: Vec<StagePlan>,
+    exits: Vec<StagePlan>,
+}
+
+impl Engine {
+    /// Opens, validates and loads the package in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, LoadError> {
+        Self::new(Package::open(dir)?)
+    }
+
+    /// Builds every stage's plan (parse, fix input facts, check shapes against the manifest, optimize) once.
+    pub fn new(package: Package) -> Result<Self, LoadError> {
+        let m = package.manifest();
+        let shapes = Shapes { hidden: m.hidden_size, labels: m.label_names.len() };
+        let embeddings = StagePlan::load(&package.path(manifest::EMBEDDINGS_FILE), StageKind::Embeddings, shapes)?;
+        let mut layers = Vec::with_capacity(m.num_layers);
+        let mut exits = Vec::with_capacity(m.num_layers);
+        for layer in 1..=m.num_layers {
+            layers.push(StagePlan::load(&package.path(&manifest::layer_file(layer)), StageKind::Layer, shapes)?);
+            exits.push(StagePlan::load(&package.path(&manifest::exit_file(layer)), StageKind::Exit, shapes)?);
+        }
+        Ok(Self { package, embeddings, layers, exits })
+    }
+
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        self.package.manifest()
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The package's signal and default threshold.
+    pub fn default_policy(&self) -> ExitPolicy {
+        let m = self.manifest();
+        ExitPolicy { signal: m.signal.name, threshold: m.default_threshold }
+    }
+
+    /// Tokenizes one input as the engine would (no padding, truncated to `max_seq_len`).
+    pub fn encode(&self, input: &Input) -> Result<Encoded, InputError> {
+        self.package.tokenizer().encode(input)
+    }
+
+    /// Classifies one input with the package's default policy.
+    pub fn classify(&self, input: &Input) -> Result<Answer, RunError> {
+        self.classify_with(input, self.default_policy())
+    }
+
+    /// **The exit loop.** Classifies one input, running layers only until an exit's signal meets `policy`'s τ.
+    pub fn classify_with(&self, input: &Input, policy: ExitPolicy) -> Result<Answer, RunError> {
+        let num_layers = self.num_layers();
+        let mut times = StageTimes::with_capacity(2 + 2 * num_layers);
+        let start = Instant::now();
+        let encoded = self.encode(input)?;
+        times.push(Stage::Tokenize, start.elapsed());
+        let (mut hidden, mask) = self.embed(&encoded, &mut times)?;
+
+        let mut walk = ExitWalk::new(policy, num_layers);
+        let mut logits: Vec<f32> = Vec::with_capacity(self.manifest().label_names.len());
+        for m in 1..=num_layers {
+            hidden = run_stage(&self.layers[m - 1], Stage::Layer(m), &[&hidden, &mask], &mut times)?;
+            let out = run_stage(&self.exits[m - 1], Stage::Exit(m), &[&hidden], &mut times)?;
+            let z = f32s(&out).map_err(|e| stage_error(&self.exits[m - 1], e))?;
+            let stop = walk.observe(m, z);
+            if walk.answering == Some(m) {
+                logits.clear();
+                logits.extend_from_slice(z);
+            }
+            if stop {
+                break;
+            }
+        }
+        if walk.answering.is_none() {
+            return Err(RunError::NoFiniteExit(walk.skipped));
+        }
+        Ok(self.answer(&logits, walk, policy, times, &encoded))
+    }
+
+    /// Runs every layer and every exit, with no early exit; returns all exits' logits and the stage timings.
+    pub fn run_all_exits(&self, input: &Input) -> Result<FullDepth, RunError> {
+        let num_layers = self.num_layers();
+        let mut times = StageTimes::with_capacity(2 + 2 * num_layers);
+        let start = Instant::now();
+        let encoded = self.encode(input)?;
+        times.push(Stage::Tokenize, start.elapsed());
+        let (mut hidden, mask) = self.embed(&encoded, &mut times)?;
+        let mut logits = Vec::with_capacity(num_layers);
+        for m in 1..=num_layers {
+            hidden = run_stage(&self.layers[m - 1], Stage::Layer(m), &[&hidden, &mask], &mut times)?;
+            let out = run_stage(&self.exits[m - 1], Stage::Exit(m), &[&hidden], &mut times)?;
+            logits.push(f32s(&out).map_err(|e| stage_error(&self.exits[m - 1], e))?.to_vec());
+        }
+        Ok(FullDepth { logits, stage_ms: times, tokens: encoded.len(), truncated: encoded.truncated })
+    }
+
+    /// The embeddings stage; returns the hidden states and the attention mask every layer takes.
+    fn embed(&self, encoded: &Encoded, times: &mut StageTimes) -> Result<(TValue, TValue), RunError> {
+        let start = Instant::now();
+        let shape = [1, encoded.len()];
+        let tensor = |values: &[i64]| -> Result<TValue, RunError> {
+            Tensor::from_shape(&shape, values)
+                .map(IntoTValue::into_tvalue)
+                .map_err(|e| stage_error(&self.embeddings, e))
+        };
+        let ids = tensor(&encoded.input_ids)?;
+        let types = tensor(&encoded.token_type_ids)?;
+        let mask = tensor(&encoded.attention_mask)?;
+        let hidden = self.embeddings.run(&[&ids, &types, &mask]).map_err(|e| stage_error(&self.embeddings, e))?;
+        times.push(Stage::Embeddings, start.elapsed());
+        Ok((hidden, mask))
+    }
+
+    fn answer(&self, logits: &[f32], walk: ExitWalk, policy: ExitPolicy, times: StageTimes, enc: &Encoded) -> Answer {
+        let probs = softmax(logits);
+        let label_index = crate::signal::argmax(&probs);
+        Answer {
+            label: self.manifest().label_names[label_index].clone(),
+            label_index,
+            probs,
+            exit_layer: walk.signals.len(),
+            num_layers: self.num_layers(),
+            signal: policy.signal,
+            threshold: policy.threshold,
+            signals: walk.signals,
+            skipped_exits: walk.skipped,
+            total_ms: times.total_ms(),
+            stage_ms: times,
+            tokens: enc.len(),
+            truncated: enc.truncated,
+        }
+    }
+}
+
+/// The exit decision, shared by the real exit loop and [`FullDepth::exit_layer`]: one call per executed exit.
+struct ExitWalk {
+    policy: ExitPolicy,
+    tracker: SignalTracker,
+    num_layers: usize,
+    signals: Vec<f32>,
+    skipped: Vec<usize>,
+    /// The deepest exit with finite logits so far: the one that answers.
+    answering: Option<usize>,
+}
+
+impl ExitWalk {
+    fn new(policy: ExitPolicy, num_layers: usize) -> Self {
+        Self {
+            policy,
+            tracker: SignalTracker::new(policy.signal),
+            num_layers,
+            signals: Vec::with_capacity(num_layers),
+            skipped: Vec::new(),
+            answering: None,
+        }
+    }
+
+    /// Records exit `m`'s logits; `true` when the sample leaves here. Non-finite logits are skipped: their signal is
+    /// NaN, they never trigger an exit and they do not feed the patience streak.
+    fn observe(&mut self, m: usize, logits: &[f32]) -> bool {
+        if logits.iter().any(|z| !z.is_finite()) {
+            self.signals.push(f32::NAN);
+            self.skipped.push(m);
+            return m >= self.num_layers;
+        }
+        let value = self.tracker.observe(logits);
+        self.signals.push(value);
+        self.answering = Some(m);
+        m >= self.num_layers || self.policy.signal.meets(value, self.policy.threshold)
+    }
+}
+
+/// Runs one stage and records its time.
+fn run_stage(stage: &StagePlan, name: Stage, inputs: &[&TValue], times: &mut StageTimes) -> Result<TValue, RunError> {
+    let start = Instant::now();
+    let out = stage.run(inputs).map_err(|e| stage_error(stage, e))?;
+    times.push(name, start.elapsed());
+    Ok(out)
+}
+
+fn f32s(value: &TValue) -> Result<&[f32], TractError> {
+    value.try_as_plain_ram()?.as_slice::<f32>()
+}
+
+fn stage_error(stage: &StagePlan, e: TractError) -> RunError {
+    RunError::Stage { stage: stage.file.clone(), message: format!("{e:#}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(logits: Vec<Vec<f32>>) -> FullDepth {
+        FullDepth { logits, stage_ms: StageTimes::default(), tokens: 3, truncated: false }
+    }
+
+    #[test]
+    fn engine_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Engine>();
+    }
+
+    #[test]
+    fn exit_decision_matches_signal_exit_layer() {
+        let logits = vec![vec![0.0, 0.1], vec![0.0, 3.0], vec![0.0, 9.0]];
+        let policy = |threshold| ExitPolicy { signal: ExitSignal::MaxSoftmax, threshold };
+        let signals: Vec<f32> = logits.iter().map(|z| ExitSignal::MaxSoftmax.of_logits(z)).collect();
+        for tau in [0.0, 0.6, 0.9, 0.99, 1.0] {
+            assert_eq!(
+                full(logits.clone()).exit_layer(policy(tau)),
+                crate::signal::exit_layer(ExitSignal::MaxSoftmax, &signals, tau),
+                "τ = {tau}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_exits_never_trigger() {
+        // Exit 1 is NaN: even τ = 1.0 (energy always below) cannot stop there; exit 2 stops.
+        let f = full(vec![vec![f32::NAN, 0.0], vec![0.0, 1.0], vec![0.0, 1.0]]);
+        assert_eq!(f.exit_layer(ExitPolicy { signal: ExitSignal::Energy, threshold: 1.0 }), 2);
+        let mut walk = ExitWalk::new(ExitPolicy { signal: ExitSignal::Energy, threshold: 1.0 }, 2);
+        assert!(!walk.observe(1, &[f32::INFINITY, 0.0]));
+        assert!(walk.observe(2, &[f32::NAN, 0.0]));
+        assert_eq!(walk.skipped, [1, 2]);
+        assert_eq!(walk.answering, None);
+    }
+
+    #[test]
+    fn patience_skips_non_finite_exits() {
+        let policy = ExitPolicy { signal: ExitSignal::Patience, threshold: 2.0 };
+        let f = full(vec![vec![1.0, 0.0], vec![f32::NAN, 0.0], vec![2.0, 0.0], vec![3.0, 0.0], vec![0.0, 1.0]]);
+        // Layers 1, 3, 4 agree: the streak reaches 2 at layer 4.
+        assert_eq!(f.exit_layer(policy), 4);
+    }
+}

@@ -1,0 +1,155 @@
+//! One stage graph of a package (embeddings, a layer or an exit) as an optimized tract plan: parsed, given its
+//! input facts (batch fixed to 1, `sequence` symbolic), shape-checked against the manifest, optimized and made
+//! runnable once, at load. The ONNX details of the runtime stay in this module.
+
+use crate::error::LoadError;
+use crate::manifest::io_names;
+use std::path::Path;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+/// What a stage graph takes and gives, by the package format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StageKind {
+    /// (input_ids, token_type_ids, attention_mask) → hidden_states.
+    Embeddings,
+    /// (hidden_states, attention_mask) → hidden_states.
+    Layer,
+    /// hidden_states → logits.
+    Exit,
+}
+
+impl StageKind {
+    /// The inputs in the order [`StagePlan::run`] takes them.
+    fn inputs(self) -> &'static [&'static str] {
+        match self {
+            Self::Embeddings => &[io_names::INPUT_IDS, io_names::TOKEN_TYPE_IDS, io_names::ATTENTION_MASK],
+            Self::Layer => &[io_names::HIDDEN_STATES, io_names::ATTENTION_MASK],
+            Self::Exit => &[io_names::HIDDEN_STATES],
+        }
+    }
+
+    fn output(self) -> &'static str {
+        match self {
+            Self::Embeddings | Self::Layer => io_names::HIDDEN_STATES,
+            Self::Exit => io_names::LOGITS,
+        }
+    }
+}
+
+/// The shapes every stage of one package agrees on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shapes {
+    pub hidden: usize,
+    pub labels: usize,
+}
+
+/// A runnable stage. `order[k]` is the position, in [`StageKind::inputs`] order, of the graph's k-th input.
+#[derive(Debug, Clone)]
+pub(crate) struct StagePlan {
+    pub file: String,
+    plan: Arc<TypedSimplePlan>,
+    order: TVec<usize>,
+}
+
+impl StagePlan {
+    pub fn load(path: &Path, kind: StageKind, shapes: Shapes) -> Result<Self, LoadError> {
+        let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let display = path.display().to_string();
+        let invalid = |e: TractError| LoadError::InvalidGraph { path: display.clone(), message: format!("{e:#}") };
+
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(invalid)?;
+        let names: Vec<String> =
+            model.input_outlets().map_err(invalid)?.iter().map(|o| model.node(o.node).name.clone()).collect();
+        let wanted = kind.inputs();
+        let mut order = TVec::new();
+        for name in &names {
+            match wanted.iter().position(|w| w == name) {
+                Some(at) => order.push(at),
+                None => return Err(missing(&display, "input", wanted.join(", "), &names)),
+            }
+        }
+        if let Some(absent) = wanted.iter().find(|w| !names.iter().any(|n| n == *w)) {
+            return Err(missing(&display, "input", absent.to_string(), &names));
+        }
+
+        // The ONNX file's own `batch` and `sequence` dims would do for shape inference, but fixing batch to 1 lets
+        // tract specialize every kernel for one row, and giving the hidden size checks the graph against the
+        // manifest before any input arrives.
+        let sequence = model.symbols.sym(io_names::SEQUENCE_DIM);
+        let tokens: TVec<TDim> = tvec![1.to_dim(), sequence.to_dim()];
+        let hidden: TVec<TDim> = tvec![1.to_dim(), sequence.to_dim(), shapes.hidden.to_dim()];
+        for (ix, &at) in order.iter().enumerate() {
+            let fact = if wanted[at] == io_names::HIDDEN_STATES {
+                check_declared(&display, &model, ix, &hidden)?;
+                f32::fact(hidden.clone())
+            } else {
+                i64::fact(tokens.clone())
+            };
+            model.set_input_fact(ix, fact.into()).map_err(invalid)?;
+        }
+
+        let outputs: Vec<OutletId> = model.output_outlets().map_err(invalid)?.to_vec();
+        let labels: Vec<String> =
+            outputs.iter().map(|&o| model.outlet_label(o).unwrap_or_default().to_string()).collect();
+        let Some(at) = labels.iter().position(|l| l == kind.output()) else {
+            return Err(missing(&display, "output", kind.output().to_string(), &labels));
+        };
+        model.select_output_outlets(&[outputs[at]]).map_err(invalid)?;
+
+        let typed = model.into_typed().map_err(invalid)?;
+        let expected: TVec<TDim> = match kind {
+            StageKind::Exit => tvec![1.to_dim(), shapes.labels.to_dim()],
+            _ => hidden.clone(),
+        };
+        let out = typed.output_fact(0).map_err(invalid)?;
+        if out.datum_type != f32::datum_type() || out.shape.dims() != expected.as_slice() {
+            return Err(LoadError::ShapeMismatch {
+                path: display,
+                what: format!("output `{}`", kind.output()),
+                expected: format!("f32 {}", shape_string(&expected)),
+                found: format!("{:?} {}", out.datum_type, shape_string(out.shape.dims())),
+            });
+        }
+        let plan = typed.into_optimized().map_err(invalid)?.into_runnable().map_err(invalid)?;
+        Ok(Self { file, plan, order })
+    }
+
+    /// Runs the stage on its inputs given in [`StageKind::inputs`] order; returns its single output.
+    pub fn run(&self, inputs: &[&TValue]) -> TractResult<TValue> {
+        let ordered: TVec<TValue> = self.order.iter().map(|&at| inputs[at].clone()).collect();
+        let mut outputs = self.plan.run(ordered)?;
+        outputs.pop().ok_or_else(|| TractError::msg(format!("{} returned no output", self.file)))
+    }
+}
+
+fn missing(path: &str, kind: &'static str, name: String, found: &[String]) -> LoadError {
+    LoadError::MissingTensor { path: path.to_string(), kind, name, found: found.join(", ") }
+}
+
+/// The hidden-states input as declared in the file must agree with the manifest where the file is specific: a
+/// layer exported with another hidden size declares it, and is refused here with both shapes.
+fn check_declared(path: &str, model: &InferenceModel, ix: usize, expected: &[TDim]) -> Result<(), LoadError> {
+    let Ok(fact) = model.input_fact(ix) else { return Ok(()) };
+    let declared: Vec<Option<TDim>> = fact.shape.dims().map(|d| d.concretize()).collect();
+    let rank_clash = !fact.shape.is_open() && declared.len() != expected.len();
+    let dim_clash = declared.iter().zip(expected).any(|(d, e)| {
+        let d = d.as_ref().and_then(|d| d.to_i64().ok());
+        matches!((d, e.to_i64()), (Some(d), Ok(e)) if d != e)
+    });
+    if rank_clash || dim_clash {
+        let found: Vec<String> = declared.iter().map(|d| d.as_ref().map_or("?".into(), |d| d.to_string())).collect();
+        return Err(LoadError::ShapeMismatch {
+            path: path.to_string(),
+            what: format!("input `{}`", io_names::HIDDEN_STATES),
+            expected: format!("f32 {}", shape_string(expected)),
+            found: format!("[{}]", found.join(", ")),
+        });
+    }
+    Ok(())
+}
+
+fn shape_string(dims: &[TDim]) -> String {
+    let dims: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
