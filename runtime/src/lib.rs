@@ -26,6 +26,8 @@ pub use engine::{Engine, ExitPolicy, FullDepth};
 pub use error::{InputError, LoadError, RunError};
 pub use package::Package;
 pub use tokenize::{Encoded, Input, TextTokenizer};
+pub mod controller;
+pub mod power;
 
 pub use glue::{Example, Task};
 pub use manifest::Manifest;
