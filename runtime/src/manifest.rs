@@ -25,6 +25,10 @@ pub mod io_names {
     pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
     pub const ATTENTION_MASK: &str = "attention_mask";
     pub const HIDDEN_STATES: &str = "hidden_states";
+    /// The output of `layer_XX.onnx`. ONNX values are assigned once (SSA), so a layer cannot output a value named
+    /// like its own input `hidden_states` (tract refuses such a graph with "Loop detected", ONNX Runtime with a
+    /// duplicate definition); the embeddings graph, which has no such input, outputs `hidden_states`.
+    pub const LAYER_OUTPUT: &str = "next_hidden_states";
     pub const LOGITS: &str = "logits";
     pub const BATCH_DIM: &str = "batch";
     pub const SEQUENCE_DIM: &str = "sequence";
