@@ -28,6 +28,8 @@ pub use package::Package;
 pub use tokenize::{Encoded, Input, TextTokenizer};
 pub mod controller;
 pub mod power;
+pub mod profile;
+pub mod tune;
 
 pub use glue::{Example, Task};
 pub use manifest::Manifest;
