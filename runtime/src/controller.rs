@@ -24,10 +24,11 @@
 //!     at or above `hot_c` (a Raspberry Pi throttles its clock near 80–85 °C, and early exit is the cheapest way to
 //!     shed heat). The floor moves `saver_steps` rungs faster than the configured one. Saver ends only when the
 //!     battery is back to `battery_recover_pct` (or charging) and the device has cooled below `cool_c`.
+//!
 //!   A supply change must be seen in `debounce` consecutive readings before it counts, and an unreadable value
-//!   keeps the last known state, so a loose connector or a garbled sysfs file does not make τ flap.
-//!   When the floor rises above the current τ, τ jumps to the floor at once (saving energy cannot wait for a
-//!   latency window). Without a budget there is nothing to measure, so τ simply follows the floor.
+//!   keeps the last known state, so a loose connector or a garbled sysfs file does not make τ flap. When the floor
+//!   rises above the current τ, τ jumps to the floor at once (saving energy cannot wait for a latency window).
+//!   Without a budget there is nothing to measure, so τ simply follows the floor.
 //!
 //! The table is reduced to its Pareto front (no kept rung is both slower and less accurate than another), ordered
 //! by layer speed-up, so "slower" always means "more accurate". Everything is deterministic: readings and
@@ -506,7 +507,7 @@ impl Controller {
         // window at every request would test the same noise over and over until it trips.
         let samples = self.latencies.len();
         let batch = self.config.min_samples;
-        if self.since_move % batch != 0 || samples < batch {
+        if !self.since_move.is_multiple_of(batch) || samples < batch {
             return None;
         }
         let q = self.config.percentile;

@@ -30,6 +30,7 @@ pub mod controller;
 pub mod power;
 pub mod profile;
 pub mod tune;
+pub mod bench;
 
 pub use glue::{Example, Task};
 pub use manifest::Manifest;

@@ -129,10 +129,10 @@ fn least_squares(points: &[(f64, f64)], degree: usize, scale: f64) -> [f64; 3] {
         for row in 0..k {
             if row != col {
                 let f = m[row][col] / m[col][col];
-                for j in col..k {
-                    m[row][j] -= f * m[col][j];
+                let pivot_row = m[col];
+                for (x, p) in m[row].iter_mut().zip(pivot_row).skip(col) {
+                    *x -= f * p;
                 }
-                m[row][3] -= f * m[col][3];
             }
         }
     }

@@ -194,6 +194,110 @@ pub fn choose(predictions: &[Prediction], budget_ms: f64) -> Result<Choice, Tune
     Ok(Choice::Impossible { index: fastest, budget_ms, fastest_ms: predictions[fastest].percentile_ms })
 }
 
+/// What measuring one τ on the device gave.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measured {
+    /// The budgeted percentile of the measured latencies, milliseconds.
+    pub percentile_ms: f64,
+    pub p50_ms: f64,
+    pub mean_ms: f64,
+    /// On the labelled inputs measured, if any.
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+}
+
+/// One τ tried by [`verify`]: its prediction and its measurement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub index: usize,
+    pub threshold: f32,
+    /// The prediction as used for this attempt (after correcting by earlier measurements).
+    pub predicted_ms: f64,
+    pub measured: Measured,
+    pub within_budget: bool,
+}
+
+/// The outcome of choosing and verifying.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verified {
+    /// The first choice, from the predictions alone.
+    pub choice: Choice,
+    pub attempts: Vec<Attempt>,
+    /// Index (into the predictions) of the τ to use: the last attempt.
+    pub index: usize,
+    /// Whether its measured percentile is within the budget.
+    pub met: bool,
+}
+
+/// Chooses a τ from the predictions and measures it; if the measurement misses the budget, corrects every
+/// prediction by the measured / predicted ratio and chooses again among the τ not yet tried, at most
+/// `max_attempts` times in all. The predictions are a model of the device, the measurement is the device: when
+/// they disagree, the measurement wins.
+pub fn verify<E>(
+    predictions: &[Prediction],
+    budget_ms: f64,
+    max_attempts: usize,
+    measure: &mut dyn FnMut(usize) -> Result<Measured, E>,
+) -> Result<Verified, E>
+where
+    E: From<TuneError>,
+{
+    let choice = choose(predictions, budget_ms)?;
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut scale = 1.0f64;
+    let mut index = choice.index();
+    loop {
+        let predicted_ms = predictions[index].percentile_ms * scale;
+        let measured = measure(index)?;
+        let within = measured.percentile_ms <= budget_ms;
+        if predictions[index].percentile_ms > 0.0 && measured.percentile_ms.is_finite() {
+            scale = measured.percentile_ms / predictions[index].percentile_ms;
+        }
+        attempts.push(Attempt {
+            index,
+            threshold: predictions[index].threshold,
+            predicted_ms,
+            measured,
+            within_budget: within,
+        });
+        if within || attempts.len() >= max_attempts.max(1) {
+            break;
+        }
+        // Re-choose among the untried with corrected predictions; if none fits, the fastest untried one.
+        let corrected: Vec<Prediction> =
+            predictions.iter().map(|p| Prediction { percentile_ms: p.percentile_ms * scale, ..p.clone() }).collect();
+        let untried = |i: &usize| !attempts.iter().any(|a| a.index == *i);
+        let fastest_first = {
+            let mut order: Vec<usize> = (0..predictions.len()).filter(untried).collect();
+            order.sort_by(|&a, &b| corrected[a].percentile_ms.total_cmp(&corrected[b].percentile_ms));
+            order
+        };
+        let fitting =
+            fastest_first.iter().copied().filter(|&i| corrected[i].percentile_ms <= budget_ms).max_by(|&a, &b| {
+                corrected[a]
+                    .accuracy
+                    .total_cmp(&corrected[b].accuracy)
+                    .then(corrected[b].percentile_ms.total_cmp(&corrected[a].percentile_ms))
+            });
+        let faster_than_last =
+            fastest_first.iter().copied().find(|&i| corrected[i].percentile_ms < corrected[index].percentile_ms);
+        match fitting.or(faster_than_last) {
+            Some(next) => index = next,
+            None => break,
+        }
+    }
+    let last = attempts.last().expect("at least one attempt");
+    // Of everything measured, use a τ that met the budget (the most accurate one), else the fastest measured.
+    let best = attempts
+        .iter()
+        .filter(|a| a.within_budget)
+        .max_by(|a, b| predictions[a.index].accuracy.total_cmp(&predictions[b.index].accuracy))
+        .or_else(|| attempts.iter().min_by(|a, b| a.measured.percentile_ms.total_cmp(&b.measured.percentile_ms)))
+        .unwrap_or(last);
+    Ok(Verified { choice, index: best.index, met: best.within_budget, attempts })
+}
+
 /// The runtime configuration `tune` saves and `classify --config` / `serve --config` read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeConfig {
@@ -348,6 +452,45 @@ mod tests {
         assert!(err.to_string().contains("τ = 0.3"), "{err}");
         assert!(matches!(predict_all(&p, &table(), 4, &BTreeMap::new(), 95.0), Err(TuneError::NoTokenCounts)));
         assert!(matches!(predict_all(&p, &table(), 4, &p.token_counts, 101.0), Err(TuneError::InvalidPercentile(_))));
+    }
+
+    fn measured(ms: f64) -> Measured {
+        Measured { percentile_ms: ms, p50_ms: ms, mean_ms: ms, accuracy: None, f1: None }
+    }
+
+    #[test]
+    fn verification_accepts_a_measured_fit() {
+        let preds = predictions(95.0);
+        let v = verify::<TuneError>(&preds, 3.0, 3, &mut |i| Ok(measured(preds[i].percentile_ms * 0.9))).unwrap();
+        assert_eq!((v.index, v.met, v.attempts.len()), (2, true, 1));
+    }
+
+    #[test]
+    fn verification_corrects_a_slow_device_and_moves_faster() {
+        let preds = predictions(95.0);
+        // The device is 30 % slower than the profile says: τ 0.5 measures 3.51 ms > 3; corrected, τ 0.7 is
+        // 1.95 ms and fits.
+        let mut tried = Vec::new();
+        let v = verify::<TuneError>(&preds, 3.0, 3, &mut |i| {
+            tried.push(i);
+            Ok(measured(preds[i].percentile_ms * 1.3))
+        })
+        .unwrap();
+        assert_eq!(tried, vec![2, 3]);
+        assert_eq!((v.index, v.met), (3, true));
+        assert!(!v.attempts[0].within_budget && v.attempts[1].within_budget);
+        assert!((v.attempts[1].predicted_ms - 1.95).abs() < 1e-9);
+    }
+
+    #[test]
+    fn verification_of_an_impossible_budget_reports_not_met() {
+        let preds = predictions(95.0);
+        let v = verify::<TuneError>(&preds, 1.0, 3, &mut |i| Ok(measured(preds[i].percentile_ms))).unwrap();
+        assert!(matches!(v.choice, Choice::Impossible { index: 3, .. }));
+        assert_eq!((v.index, v.met), (3, false));
+        // A measurement error is passed through.
+        let err = verify::<TuneError>(&preds, 3.0, 3, &mut |_| Err(TuneError::NoTokenCounts)).unwrap_err();
+        assert!(matches!(err, TuneError::NoTokenCounts));
     }
 
     #[test]
