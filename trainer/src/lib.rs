@@ -7,10 +7,18 @@
 //! - [`data`]: GLUE splits through `cosee_runtime::glue`.
 //! - [`train`]: the training loop (AdamW, linear decay, clipping, accumulation, checkpoints, resume).
 //! - [`eval`]: the τ sweep, per-layer accuracy and DIS, JSON/CSV reports; [`plot`]: PNG charts.
+//! - [`device`]: device selection and libtorch threads.
 
+pub mod data;
+pub mod device;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod objective;
+pub mod plot;
 pub mod tokenize;
+pub mod train;
 
 pub use error::{Result, TrainerError};
+pub use model::MultiExitBert;
+pub use tokenize::{EncodedBatch, TextEncoder};

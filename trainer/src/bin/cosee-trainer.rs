@@ -1,5 +1,350 @@
-//! placeholder: links libtorch
-fn main() {
-    let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
-    println!("sum = {}, cuda = {}", t.sum(tch::Kind::Float).double_value(&[]), tch::Cuda::is_available());
+//! `cosee-trainer`: fine-tune (train), evaluate (eval) and chart (plot) COSEE multi-exit models.
+//! Flags only; the work is done by the `cosee_trainer` library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cosee_runtime::glue::Task;
+use cosee_runtime::signal::ExitSignal;
+use cosee_trainer::data::{read_labelled, subset, DataSource, Split};
+use cosee_trainer::eval::{self, EvalReport};
+use cosee_trainer::model::{MultiExitBert, TOKENIZER_FILE};
+use cosee_trainer::objective::ObjectiveKind;
+use cosee_trainer::train::{self, RunOptions, TrainConfig};
+use cosee_trainer::{device, plot, TextEncoder};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cosee-trainer", version, about = "Fine-tune and evaluate COSEE early-exit BERT classifiers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fine-tune a pretrained BERT with an exit per layer (COSEE or a baseline objective).
+    Train(Box<TrainArgs>),
+    /// Run a dev set through every exit of a checkpoint and sweep the exit threshold.
+    Eval(EvalArgs),
+    /// Overlay the accuracy / speed-up curves of several `eval` reports on one chart.
+    Plot(PlotArgs),
+}
+
+#[derive(Args)]
+struct Runtime {
+    /// libtorch CPU threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// GLUE root directory (holding SST-2/, MRPC/, …).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Training TSV in the task's GLUE format (instead of <data-dir>/<TASK>/train.tsv).
+    #[arg(long)]
+    train_file: Option<PathBuf>,
+    /// Dev TSV in the task's GLUE format (instead of <data-dir>/<TASK>/dev.tsv).
+    #[arg(long)]
+    dev_file: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn source(&self) -> DataSource {
+        DataSource {
+            data_dir: self.data_dir.clone(),
+            train_file: self.train_file.clone(),
+            dev_file: self.dev_file.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// GLUE task: sst-2, mrpc, qqp, mnli, qnli, rte.
+    #[arg(long)]
+    task: Option<Task>,
+    /// Pretrained HF BERT directory (model.safetensors, config.json, tokenizer.json).
+    #[arg(long)]
+    backbone: Option<PathBuf>,
+    /// Where checkpoints, metrics.jsonl and the final model/ go.
+    #[arg(long)]
+    output_dir: PathBuf,
+    /// Continue the run in --output-dir from its latest checkpoint, with its saved configuration.
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Train on a seeded random subset of this many examples.
+    #[arg(long)]
+    max_train_examples: Option<usize>,
+    /// Evaluate on a seeded random subset of this many dev examples.
+    #[arg(long)]
+    max_dev_examples: Option<usize>,
+
+    /// cosee (SWM+OSC), swm, osc, conventional (Eq. 1, uniform) or pabee (Eq. 1, w_m ∝ m).
+    #[arg(long, default_value = "cosee")]
+    objective: ObjectiveKind,
+    /// Exit signal: energy (paper default), entropy, max_softmax, patience.
+    #[arg(long, default_value = "energy")]
+    signal: ExitSignal,
+    /// K: SWM thresholds per optimizer step (Eq. 5).
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// β0 of the SWM decay factor (Eq. 4).
+    #[arg(long, default_value_t = 10.0)]
+    beta0: f64,
+    /// α: weight of the OSC loss (Eq. 9).
+    #[arg(long, default_value_t = 0.1)]
+    alpha: f64,
+    /// ε: OSC margin (Eq. 7).
+    #[arg(long, default_value_t = 0.3)]
+    epsilon: f64,
+
+    /// Peak learning rate (linear decay to 0).
+    #[arg(long, default_value_t = 2e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    adam_eps: f64,
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: usize,
+    /// Gradient clipping (global L2 norm).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Examples per optimizer step.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Examples per forward/backward pass; gradients accumulate up to --batch-size.
+    #[arg(long)]
+    micro_batch: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// End training (and the linear schedule) after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Longest input in tokens, [CLS]/[SEP] included.
+    #[arg(long, default_value_t = 128)]
+    max_seq_len: usize,
+    /// Pad every batch to this length (the reference: 128) instead of its longest input.
+    #[arg(long)]
+    pad_to: Option<usize>,
+    /// One pooler per exit instead of the shared pooler.
+    #[arg(long)]
+    per_exit_pooler: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Checkpoint every N optimizer steps (besides every epoch end); 0: epoch ends only.
+    #[arg(long, default_value_t = 0)]
+    save_steps: usize,
+    #[arg(long, default_value_t = 2)]
+    keep_checkpoints: usize,
+    #[arg(long, default_value_t = 128)]
+    eval_batch_size: usize,
+    /// Skip the dev evaluation at epoch ends.
+    #[arg(long)]
+    no_eval: bool,
+    /// Stop after this many optimizer steps in total, as if interrupted (for timing; --resume continues).
+    #[arg(long)]
+    stop_after_steps: Option<usize>,
+    #[command(flatten)]
+    runtime: Runtime,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Checkpoint directory (model.safetensors, config.json, tokenizer.json).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Task (default: the checkpoint's).
+    #[arg(long)]
+    task: Option<Task>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Exit signal (default: the one the checkpoint was trained with).
+    #[arg(long)]
+    signal: Option<ExitSignal>,
+    /// Comma-separated thresholds (default: 0.00..1.00 step 0.05; patience: 1..M-1).
+    #[arg(long, value_delimiter = ',')]
+    thresholds: Option<Vec<f32>>,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long)]
+    pad_to: Option<usize>,
+    /// Evaluate a seeded random subset of this many examples.
+    #[arg(long)]
+    max_examples: Option<usize>,
+    /// Output directory for eval.json, eval_sweep.csv, eval_layers.csv and the PNG charts.
+    #[arg(long)]
+    out: PathBuf,
+    /// Name of this run in charts (default: the checkpoint directory's name).
+    #[arg(long)]
+    label: Option<String>,
+    #[command(flatten)]
+    runtime: Runtime,
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Report files written by `eval` (eval.json).
+    #[arg(long, num_args = 1.., required = true)]
+    runs: Vec<PathBuf>,
+    /// One label per run (comma-separated or repeated); default: each report's label.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// The PNG to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Train(args) => run_train(*args),
+        Command::Eval(args) => run_eval(args),
+        Command::Plot(args) => run_plot(args),
+    }
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    device::set_threads(a.runtime.threads);
+    let device = device::parse_device(&a.runtime.device)?;
+    let config = if a.resume {
+        // The saved configuration is authoritative; flags other than the runtime ones are not read.
+        train::state::read_config(&a.output_dir)
+            .with_context(|| format!("--resume: {} holds no run to continue", a.output_dir.display()))?
+    } else {
+        let (Some(task), Some(backbone)) = (a.task, a.backbone.clone()) else {
+            bail!("--task and --backbone are required (unless --resume)");
+        };
+        let mut c = TrainConfig::new(task, backbone, a.data.source(), a.output_dir.clone());
+        c.max_train_examples = a.max_train_examples;
+        c.max_dev_examples = a.max_dev_examples;
+        c.objective.kind = a.objective;
+        c.objective.signal = a.signal;
+        c.objective.k = a.k;
+        c.objective.beta0 = a.beta0;
+        c.objective.alpha = a.alpha;
+        c.objective.epsilon = a.epsilon;
+        c.learning_rate = a.lr;
+        c.adam.weight_decay = a.weight_decay;
+        c.adam.beta1 = a.adam_beta1;
+        c.adam.beta2 = a.adam_beta2;
+        c.adam.eps = a.adam_eps;
+        c.warmup_steps = a.warmup_steps;
+        c.max_grad_norm = a.max_grad_norm;
+        c.batch_size = a.batch_size;
+        c.micro_batch = a.micro_batch;
+        c.epochs = a.epochs;
+        c.max_steps = a.max_steps;
+        c.max_seq_len = a.max_seq_len;
+        c.pad_to = a.pad_to;
+        c.per_exit_pooler = a.per_exit_pooler;
+        c.seed = a.seed;
+        c.save_steps = a.save_steps;
+        c.keep_checkpoints = a.keep_checkpoints;
+        c.eval_batch_size = a.eval_batch_size;
+        c.eval_each_epoch = !a.no_eval;
+        c
+    };
+    let options =
+        RunOptions { device, progress: !a.runtime.no_progress, verbose: true, stop_after_steps: a.stop_after_steps };
+    let summary = train::train(&config, &options, a.resume)?;
+    eprintln!(
+        "{} of {} steps done; this run: {} steps at {:.3} steps/s (mean padded length {:.1}, {} threads, {:?})",
+        summary.steps_done,
+        summary.total_steps,
+        summary.steps_this_run,
+        summary.steps_per_second,
+        summary.mean_seq_len,
+        tch::get_num_threads(),
+        device
+    );
+    if let Some(report) = &summary.last_dev {
+        println!("{}", report.table());
+    }
+    match &summary.final_model {
+        Some(dir) => eprintln!("final model: {}", dir.display()),
+        None => eprintln!("stopped before the end; continue with --resume --output-dir {}", a.output_dir.display()),
+    }
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    device::set_threads(a.runtime.threads);
+    let device = device::parse_device(&a.runtime.device)?;
+    let model = MultiExitBert::load_checkpoint(&a.checkpoint, device)
+        .with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?;
+    let exit = model.exit_config().clone();
+    let task = a.task.unwrap_or(exit.task);
+    if task.num_labels() != model.num_labels() {
+        bail!("task {task} has {} labels, the checkpoint {}", task.num_labels(), model.num_labels());
+    }
+    let encoder = TextEncoder::from_file(&a.checkpoint.join(TOKENIZER_FILE), exit.max_seq_len)?;
+    let source = a.data.source();
+    let path = source.path(task, Split::Dev)?;
+    let examples = subset(read_labelled(task, &path)?, a.max_examples, 42);
+    let signal = a.signal.unwrap_or(exit.signal);
+    let thresholds = a.thresholds.clone().unwrap_or_else(|| signal.default_sweep(model.num_layers()));
+
+    let bar = if a.runtime.no_progress {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(examples.len() as u64);
+        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} examples [{elapsed_precise}] {per_sec}")?);
+        bar
+    };
+    let started = std::time::Instant::now();
+    let outputs = eval::run_examples(&model, &encoder, &examples, a.batch_size, a.pad_to, Some(&bar))?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let label = a.label.clone().unwrap_or_else(|| {
+        a.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    });
+    let mut report = eval::evaluate(&outputs, task, signal, &thresholds);
+    report.label = Some(label.clone());
+    let json = report.write_files(&a.out, "eval")?;
+    let pngs = plot::all(&report, &a.out, "eval", &label)?;
+    println!("{}", report.table());
+    eprintln!("{} examples through {} exits in {seconds:.1}s", examples.len(), model.num_layers());
+    eprintln!(
+        "wrote {} (+ CSV) and {}",
+        json.display(),
+        pngs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
+
+fn run_plot(a: PlotArgs) -> Result<()> {
+    if !a.labels.is_empty() && a.labels.len() != a.runs.len() {
+        bail!("{} labels for {} runs", a.labels.len(), a.runs.len());
+    }
+    let reports = a.runs.iter().map(|p| EvalReport::read(p)).collect::<Result<Vec<_>, _>>()?;
+    let runs: Vec<(String, &EvalReport)> = reports
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let label =
+                a.labels.get(i).cloned().or_else(|| r.label.clone()).unwrap_or_else(|| format!("run {}", i + 1));
+            (label, r)
+        })
+        .collect();
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    plot::tradeoff(&runs, &a.out)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
 }

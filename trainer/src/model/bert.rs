@@ -27,8 +27,11 @@ fn layer_norm(p: nn::Path, size: i64, eps: f64) -> nn::LayerNorm {
 }
 
 fn embedding(p: nn::Path, count: i64, dim: i64, padding_idx: i64) -> nn::Embedding {
-    let config =
-        nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: INITIALIZER_STD }, padding_idx, ..Default::default() };
+    let config = nn::EmbeddingConfig {
+        ws_init: nn::Init::Randn { mean: 0.0, stdev: INITIALIZER_STD },
+        padding_idx,
+        ..Default::default()
+    };
     nn::embedding(p, count, dim, config)
 }
 

@@ -116,7 +116,11 @@ fn view_to_tensor(view: &TensorView<'_>, name: &str, path: &str) -> Result<Tenso
         Dtype::BF16 => Kind::BFloat16,
         Dtype::F64 => Kind::Double,
         other => {
-            return Err(TrainerError::Dtype { path: path.to_string(), name: name.to_string(), dtype: format!("{other:?}") })
+            return Err(TrainerError::Dtype {
+                path: path.to_string(),
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            })
         }
     };
     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();

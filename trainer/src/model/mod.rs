@@ -53,7 +53,8 @@ impl MultiExitBert {
         let root = vs.root();
         let hidden = b.hidden_size as i64;
         let embeddings = Embeddings::new(&root / "embeddings", b);
-        let layers = (0..b.num_hidden_layers).map(|i| Layer::new(&root / "encoder" / "layer" / i, b, activation)).collect();
+        let layers =
+            (0..b.num_hidden_layers).map(|i| Layer::new(&root / "encoder" / "layer" / i, b, activation)).collect();
         let shared_pooler = (!exit.per_exit_pooler).then(|| Pooler::new(&root / "pooler", hidden));
         let labels = exit.label_names.len() as i64;
         let exits = (0..b.num_hidden_layers)

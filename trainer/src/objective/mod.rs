@@ -60,9 +60,10 @@ impl FromStr for ObjectiveKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let key = s.to_ascii_lowercase().replace('-', "_");
-        Self::ALL.into_iter().find(|k| k.name() == key).ok_or_else(|| {
-            format!("unknown objective '{s}' (expected cosee, swm, osc, conventional or pabee)")
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == key)
+            .ok_or_else(|| format!("unknown objective '{s}' (expected cosee, swm, osc, conventional or pabee)"))
     }
 }
 
@@ -125,7 +126,10 @@ impl ObjectiveConfig {
         let ce = per_exit_ce(logits, labels);
         let num_layers = logits.len();
         let signal_tensors: Vec<Tensor> = if self.kind.uses_osc() {
-            logits.iter().map(|l| signals::signal(self.signal, l).expect("validated: OSC signals are differentiable")).collect()
+            logits
+                .iter()
+                .map(|l| signals::signal(self.signal, l).expect("validated: OSC signals are differentiable"))
+                .collect()
         } else {
             Vec::new()
         };
@@ -158,7 +162,8 @@ impl ObjectiveConfig {
     /// from the logits (patience from the argmax streaks, with the runtime's tracker).
     fn detached_signals(&self, logits: &[Tensor], computed: &[Tensor]) -> crate::Result<Vec<Vec<f32>>> {
         if self.signal == ExitSignal::Patience {
-            let per_exit = logits.iter().map(|l| crate::model::tensor_to_rows(&l.detach())).collect::<crate::Result<Vec<_>>>()?;
+            let per_exit =
+                logits.iter().map(|l| crate::model::tensor_to_rows(&l.detach())).collect::<crate::Result<Vec<_>>>()?;
             return Ok(signals::patience(&per_exit));
         }
         let columns: Vec<Tensor> = if computed.is_empty() {

@@ -28,9 +28,7 @@ impl ThresholdRange {
 
     /// K thresholds τ ~ U(lo, hi) (paper §3.2 "Range for Threshold Selection").
     pub fn sample(&self, k: usize, rng: &mut impl Rng) -> Vec<f32> {
-        (0..k)
-            .map(|_| if self.hi > self.lo { rng.random_range(self.lo..self.hi) } else { self.lo })
-            .collect()
+        (0..k).map(|_| if self.hi > self.lo { rng.random_range(self.lo..self.hi) } else { self.lo }).collect()
     }
 }
 
@@ -103,13 +101,7 @@ pub fn weighted_ce(ce: &Tensor, weights: &Tensor) -> Tensor {
 }
 
 /// Paper Eq. (5): L_CE = (1/K) Σ_τ L_CE,τ over the drawn thresholds.
-pub fn swm_loss(
-    signal: ExitSignal,
-    ce: &Tensor,
-    signals: &[Vec<f32>],
-    thresholds: &[f32],
-    beta: f64,
-) -> Tensor {
+pub fn swm_loss(signal: ExitSignal, ce: &Tensor, signals: &[Vec<f32>], thresholds: &[f32], beta: f64) -> Tensor {
     let num_layers = ce.size()[1] as usize;
     let losses: Vec<Tensor> = thresholds
         .iter()

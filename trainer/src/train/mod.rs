@@ -1,0 +1,521 @@
+//! The fine-tuning loop (paper §4.3 "Training"): AdamW with linear decay, gradient clipping, batches of
+//! `batch_size` (accumulated over micro-batches when memory is short), the COSEE objective or a baseline,
+//! per-epoch dev evaluation, checkpoints every N steps and at each epoch end, and exact resume.
+
+pub mod optimizer;
+pub mod state;
+
+use crate::data::{labels, subset, DataSource, Split};
+use crate::error::{io_err, Result, TrainerError};
+use crate::eval::{self, EvalReport};
+use crate::model::{checkpoint, LoadReport, MultiExitBert, TOKENIZER_FILE};
+use crate::objective::swm::{beta_t, RangeTracker, ThresholdRange};
+use crate::objective::ObjectiveConfig;
+use crate::tokenize::{bucketed_batches, Encoded, EncodedBatch, TextEncoder, DEFAULT_MAX_LEN};
+use cosee_runtime::config::ExitConfig;
+use cosee_runtime::glue::Task;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use optimizer::{linear_lr, AdamW, AdamWConfig};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use state::{derive_seed, TrainingState};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+const STREAM_DATA: u64 = 1;
+const STREAM_DROPOUT: u64 = 2;
+const STREAM_THRESHOLDS: u64 = 3;
+const STREAM_INIT: u64 = 4;
+
+/// Every setting of a run; saved as `train_config.json` and reused as is by `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub task: Task,
+    /// HF BERT directory: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub backbone: PathBuf,
+    pub data: DataSource,
+    pub output_dir: PathBuf,
+    /// Train on a seeded random subset of this many examples.
+    pub max_train_examples: Option<usize>,
+    pub max_dev_examples: Option<usize>,
+    pub objective: ObjectiveConfig,
+    pub learning_rate: f64,
+    pub adam: AdamWConfig,
+    pub warmup_steps: usize,
+    pub max_grad_norm: f64,
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// Examples per forward/backward pass (gradient accumulation when smaller than `batch_size`).
+    pub micro_batch: Option<usize>,
+    pub epochs: usize,
+    /// Stop (and end the linear schedule) after this many optimizer steps instead of `epochs` epochs.
+    pub max_steps: Option<usize>,
+    pub max_seq_len: usize,
+    /// Pad every batch to this length instead of its longest input (the reference pads to 128).
+    pub pad_to: Option<usize>,
+    pub per_exit_pooler: bool,
+    pub seed: u64,
+    /// Checkpoint every N optimizer steps (0: only at epoch ends).
+    pub save_steps: usize,
+    pub keep_checkpoints: usize,
+    pub eval_batch_size: usize,
+    /// Evaluate on the dev set at every epoch end.
+    pub eval_each_epoch: bool,
+}
+
+impl TrainConfig {
+    /// The paper's reference settings for `task`.
+    pub fn new(task: Task, backbone: PathBuf, data: DataSource, output_dir: PathBuf) -> Self {
+        Self {
+            task,
+            backbone,
+            data,
+            output_dir,
+            max_train_examples: None,
+            max_dev_examples: None,
+            objective: ObjectiveConfig::default(),
+            learning_rate: 2e-5,
+            adam: AdamWConfig::default(),
+            warmup_steps: 0,
+            max_grad_norm: 1.0,
+            batch_size: 128,
+            micro_batch: None,
+            epochs: 10,
+            max_steps: None,
+            max_seq_len: DEFAULT_MAX_LEN,
+            pad_to: None,
+            per_exit_pooler: false,
+            seed: 42,
+            save_steps: 0,
+            keep_checkpoints: 2,
+            eval_batch_size: 128,
+            eval_each_epoch: true,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainerError::Invalid(m));
+        self.objective.validate().map_err(TrainerError::Invalid)?;
+        if self.batch_size == 0 || self.micro_batch == Some(0) || self.eval_batch_size == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if self.epochs == 0 && self.max_steps.is_none() {
+            return bad("--epochs must be at least 1".into());
+        }
+        if let Some(p) = self.pad_to {
+            if p < self.max_seq_len {
+                return bad(format!("--pad-to {p} is below --max-seq-len {}: inputs would not fit", self.max_seq_len));
+            }
+        }
+        if !(self.learning_rate > 0.0) || !(self.max_grad_norm > 0.0) {
+            return bad("learning rate and max grad norm must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn micro_batch_size(&self) -> usize {
+        self.micro_batch.unwrap_or(self.batch_size).min(self.batch_size).max(1)
+    }
+
+    fn exit_config(&self) -> ExitConfig {
+        ExitConfig {
+            task: self.task,
+            label_names: self.task.label_names().iter().map(|s| s.to_string()).collect(),
+            signal: self.objective.signal,
+            per_exit_pooler: self.per_exit_pooler,
+            max_seq_len: self.max_seq_len,
+        }
+    }
+}
+
+/// Settings of this process that do not change what is computed.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub device: Device,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Print notes (load report, epoch summaries) on stderr.
+    pub verbose: bool,
+    /// Stop after this many optimizer steps in total, as if the process were interrupted there: no final
+    /// evaluation or model, only the checkpoints already written. For measuring speed and testing resume.
+    pub stop_after_steps: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, progress: false, verbose: false, stop_after_steps: None }
+    }
+}
+
+/// What a call to [`train`] did.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps_done: usize,
+    pub total_steps: usize,
+    /// Steps taken by this call and their rate (optimizer steps per second of training, evaluation excluded).
+    pub steps_this_run: usize,
+    pub steps_per_second: f64,
+    /// Mean padded sequence length of the batches this call trained on.
+    pub mean_seq_len: f64,
+    pub final_model: Option<PathBuf>,
+    pub last_dev: Option<EvalReport>,
+    pub load_report: Option<LoadReport>,
+}
+
+/// The data, tokenized once.
+struct Prepared {
+    train: Vec<Encoded>,
+    train_labels: Vec<i64>,
+    dev: Vec<Encoded>,
+    dev_labels: Vec<usize>,
+}
+
+/// Runs (or, with `resume`, continues) the training described by `config`.
+pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result<TrainSummary> {
+    let output = config.output_dir.clone();
+    let resume_from = if resume { state::latest_checkpoint(&output)? } else { None };
+    let config = match &resume_from {
+        Some(_) => state::read_config(&output)?,
+        None => config.clone(),
+    };
+    config.validate()?;
+    let say = |msg: String| {
+        if options.verbose {
+            eprintln!("{msg}");
+        }
+    };
+
+    let (model, encoder, mut state, mut optimizer, load_report) = match &resume_from {
+        Some(dir) => {
+            let model = MultiExitBert::load_checkpoint(dir, options.device)?;
+            let encoder = TextEncoder::from_file(&dir.join(TOKENIZER_FILE), config.max_seq_len)?;
+            let state = state::read_state(dir)?;
+            let mut optimizer = AdamW::new(&model, config.adam);
+            let moments = checkpoint::read_tensors(&dir.join(state::OPTIMIZER_FILE), options.device)?;
+            optimizer.load_state(&moments, state.step as i64)?;
+            say(format!("resuming from {} (step {}, epoch {})", dir.display(), state.step, state.epoch + 1));
+            (model, encoder, state, optimizer, None)
+        }
+        None => {
+            std::fs::create_dir_all(&output).map_err(io_err(&output))?;
+            let json = serde_json::to_string_pretty(&config).expect("config serializes");
+            checkpoint::write_file_atomically(&output.join(state::CONFIG_FILE), json.as_bytes())?;
+            // The heads the backbone lacks start from libtorch's generator: seed it so that runs repeat.
+            tch::manual_seed(derive_seed(config.seed, STREAM_INIT, 0) as i64);
+            let (model, report) =
+                MultiExitBert::from_pretrained(&config.backbone, config.exit_config(), options.device)?;
+            say(describe_load(&report));
+            let encoder = TextEncoder::from_file(&config.backbone.join(TOKENIZER_FILE), config.max_seq_len)?;
+            let optimizer = AdamW::new(&model, config.adam);
+            let placeholder = TrainingState {
+                step: 0,
+                epoch: 0,
+                batch_in_epoch: 0,
+                total_steps: 0,
+                steps_per_epoch: 0,
+                seed: config.seed,
+                threshold_range: ThresholdRange::initial(config.objective.signal, model.num_layers()),
+                range_tracker: RangeTracker::default(),
+                epoch_seconds: 0.0,
+                epoch_loss_sum: 0.0,
+                epoch_ce_sum: 0.0,
+                epoch_osc_sum: 0.0,
+                epoch_batches: 0,
+            };
+            (model, encoder, placeholder, optimizer, Some(report))
+        }
+    };
+
+    let data = prepare(&config, &encoder)?;
+    let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
+    let total_steps = config.max_steps.unwrap_or(steps_per_epoch * config.epochs);
+    let epochs = total_steps.div_ceil(steps_per_epoch.max(1));
+    if resume_from.is_some() && (state.steps_per_epoch != steps_per_epoch || state.total_steps != total_steps) {
+        return Err(TrainerError::Invalid(format!(
+            "the data changed since the checkpoint: {steps_per_epoch} steps per epoch and {total_steps} in total now, \
+             {} and {} then",
+            state.steps_per_epoch, state.total_steps
+        )));
+    }
+    state.steps_per_epoch = steps_per_epoch;
+    state.total_steps = total_steps;
+    say(format!(
+        "{} train / {} dev examples; {} epochs × {} steps = {} optimizer steps of {} (micro-batch {}) on {:?}",
+        data.train.len(),
+        data.dev.len(),
+        epochs,
+        steps_per_epoch,
+        total_steps,
+        config.batch_size,
+        config.micro_batch_size(),
+        options.device
+    ));
+
+    let bar = progress_bar(options.progress, total_steps, state.step);
+    let lengths: Vec<usize> = data.train.iter().map(Encoded::len).collect();
+    let initial_range = ThresholdRange::initial(config.objective.signal, model.num_layers());
+    let micro = config.micro_batch_size();
+    let (mut steps_this_run, mut train_seconds, mut padded_tokens_len, mut micro_batches) =
+        (0usize, 0.0f64, 0usize, 0usize);
+    let mut loss_ema: Option<f64> = None;
+    let mut last_dev = None;
+    let resumed_epoch = resume_from.is_some().then_some(state.epoch);
+
+    'epochs: while state.epoch < epochs && state.step < total_steps {
+        let mut data_rng = rand::rngs::StdRng::seed_from_u64(derive_seed(config.seed, STREAM_DATA, state.epoch as u64));
+        let batches = bucketed_batches(&lengths, config.batch_size, &mut data_rng);
+        let mut epoch_clock = Instant::now();
+        for batch in batches.iter().skip(state.batch_in_epoch) {
+            if state.step >= total_steps {
+                break;
+            }
+            if options.stop_after_steps.is_some_and(|s| state.step >= s) {
+                break 'epochs;
+            }
+            let started = Instant::now();
+            tch::manual_seed(derive_seed(config.seed, STREAM_DROPOUT, state.step as u64) as i64);
+            let mut threshold_rng =
+                rand::rngs::StdRng::seed_from_u64(derive_seed(config.seed, STREAM_THRESHOLDS, state.step as u64));
+            let thresholds = state.threshold_range.sample(config.objective.k, &mut threshold_rng);
+            let beta = beta_t(config.objective.beta0, state.step, total_steps);
+            let lr = linear_lr(config.learning_rate, state.step, config.warmup_steps, total_steps);
+
+            optimizer.zero_grad();
+            let (mut loss_sum, mut ce_sum, mut osc_sum) = (0.0, 0.0, 0.0);
+            for chunk in batch.chunks(micro) {
+                let items: Vec<&Encoded> = chunk.iter().map(|&i| &data.train[i]).collect();
+                let padded = EncodedBatch::pad(&items, encoder.pad_id(), config.pad_to);
+                padded_tokens_len += padded.seq_len;
+                micro_batches += 1;
+                let (ids, types, mask) = padded.to_tensors(options.device);
+                let labels: Vec<i64> = chunk.iter().map(|&i| data.train_labels[i]).collect();
+                let labels = Tensor::from_slice(&labels).to_device(options.device);
+                let logits = model.forward(&ids, &types, &mask, true);
+                let out = config.objective.loss(&logits, &labels, &thresholds, beta)?;
+                // Each micro-batch loss is a mean over its samples: weight it by its share of the batch so the
+                // accumulated gradient is that of the batch mean.
+                let share = chunk.len() as f64 / batch.len() as f64;
+                (&out.total * share).backward();
+                loss_sum += out.total.double_value(&[]) * share;
+                ce_sum += out.ce * share;
+                osc_sum += out.osc.unwrap_or(0.0) * share;
+                if let Some(signals) = &out.signals {
+                    state.range_tracker.observe(signals);
+                }
+            }
+            optimizer.clip_grad_norm(config.max_grad_norm);
+            optimizer.step(lr);
+            if !loss_sum.is_finite() {
+                return Err(TrainerError::Invalid(format!("the loss became {loss_sum} at step {}", state.step + 1)));
+            }
+
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            state.epoch_loss_sum += loss_sum;
+            state.epoch_ce_sum += ce_sum;
+            state.epoch_osc_sum += osc_sum;
+            state.epoch_batches += 1;
+            let seconds = started.elapsed().as_secs_f64();
+            train_seconds += seconds;
+            steps_this_run += 1;
+            let ema = loss_ema.map_or(loss_sum, |e| 0.9 * e + 0.1 * loss_sum);
+            loss_ema = Some(ema);
+            bar.set_position(state.step as u64);
+            bar.set_message(format!("loss {ema:.4} | {:.2} steps/s", steps_this_run as f64 / train_seconds.max(1e-9)));
+
+            let epoch_done = state.batch_in_epoch == batches.len() || state.step == total_steps;
+            if config.save_steps > 0 && state.step % config.save_steps == 0 && !epoch_done {
+                state.epoch_seconds += epoch_clock.elapsed().as_secs_f64();
+                epoch_clock = Instant::now();
+                save_training_checkpoint(&model, &encoder, &optimizer, &state, &config)?;
+            }
+        }
+
+        // Epoch end: the signals seen in this epoch set the next epoch's threshold range (paper §3.2).
+        let epoch_seconds = state.epoch_seconds + epoch_clock.elapsed().as_secs_f64();
+        let batches_done = state.epoch_batches.max(1) as f64;
+        let used_range = state.threshold_range;
+        state.threshold_range = state.range_tracker.range(initial_range);
+        let mut line = serde_json::json!({
+            "event": "epoch",
+            "epoch": state.epoch + 1,
+            "step": state.step,
+            "wall_seconds": epoch_seconds,
+            "resumed": resumed_epoch == Some(state.epoch),
+            "train_loss": state.epoch_loss_sum / batches_done,
+            "train_ce": state.epoch_ce_sum / batches_done,
+            "train_osc": state.epoch_osc_sum / batches_done,
+            "lr_end": linear_lr(config.learning_rate, state.step, config.warmup_steps, total_steps),
+            "beta_end": beta_t(config.objective.beta0, state.step, total_steps),
+            "threshold_range": used_range,
+            "next_threshold_range": state.threshold_range,
+        });
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        state.range_tracker = RangeTracker::default();
+        state.epoch_seconds = 0.0;
+        (state.epoch_loss_sum, state.epoch_ce_sum, state.epoch_osc_sum, state.epoch_batches) = (0.0, 0.0, 0.0, 0);
+        if config.eval_each_epoch && !data.dev.is_empty() {
+            let clock = Instant::now();
+            let report = evaluate_dev(&model, &encoder, &data, &config)?;
+            line["dev_seconds"] = serde_json::json!(clock.elapsed().as_secs_f64());
+            line["dev"] = serde_json::to_value(&report).expect("report serializes");
+            bar.suspend(|| say(epoch_note(&line, &report)));
+            last_dev = Some(report);
+        }
+        append_metrics(&output, &line)?;
+        save_training_checkpoint(&model, &encoder, &optimizer, &state, &config)?;
+    }
+    bar.finish_and_clear();
+
+    let finished = state.step >= total_steps;
+    let final_model = if finished {
+        let dir = output.join("model");
+        model.save_checkpoint(&dir, encoder.json_bytes())?;
+        if last_dev.is_none() && !data.dev.is_empty() {
+            last_dev = Some(evaluate_dev(&model, &encoder, &data, &config)?);
+        }
+        Some(dir)
+    } else {
+        None
+    };
+    let steps_per_second = if train_seconds > 0.0 { steps_this_run as f64 / train_seconds } else { 0.0 };
+    let mean_seq_len = padded_tokens_len as f64 / micro_batches.max(1) as f64;
+    append_metrics(
+        &output,
+        &serde_json::json!({
+            "event": if finished { "finished" } else { "stopped" },
+            "step": state.step,
+            "steps_this_run": steps_this_run,
+            "steps_per_second": steps_per_second,
+            "mean_padded_seq_len": mean_seq_len,
+            "device": format!("{:?}", options.device),
+            "threads": tch::get_num_threads(),
+        }),
+    )?;
+    Ok(TrainSummary {
+        steps_done: state.step,
+        total_steps,
+        steps_this_run,
+        steps_per_second,
+        mean_seq_len,
+        final_model,
+        last_dev,
+        load_report,
+    })
+}
+
+fn prepare(config: &TrainConfig, encoder: &TextEncoder) -> Result<Prepared> {
+    let train_examples = subset(config.data.load(config.task, Split::Train)?, config.max_train_examples, config.seed);
+    let dev_examples = match config.data.path(config.task, Split::Dev) {
+        Ok(_) => subset(config.data.load(config.task, Split::Dev)?, config.max_dev_examples, config.seed),
+        Err(_) => Vec::new(),
+    };
+    Ok(Prepared {
+        train: encoder.encode_all(&train_examples)?,
+        train_labels: labels(&train_examples).into_iter().map(|l| l as i64).collect(),
+        dev: encoder.encode_all(&dev_examples)?,
+        dev_labels: labels(&dev_examples),
+    })
+}
+
+fn evaluate_dev(
+    model: &MultiExitBert,
+    encoder: &TextEncoder,
+    data: &Prepared,
+    config: &TrainConfig,
+) -> Result<EvalReport> {
+    let outputs = eval::run_all_exits(
+        model,
+        &data.dev,
+        &data.dev_labels,
+        config.eval_batch_size,
+        encoder.pad_id(),
+        config.pad_to,
+        None,
+    )?;
+    let signal = config.objective.signal;
+    Ok(eval::evaluate(&outputs, config.task, signal, &signal.default_sweep(model.num_layers())))
+}
+
+fn save_training_checkpoint(
+    model: &MultiExitBert,
+    encoder: &TextEncoder,
+    optimizer: &AdamW,
+    state: &TrainingState,
+    config: &TrainConfig,
+) -> Result<()> {
+    let name = state::checkpoint_name(state.step);
+    let dir = state::checkpoints_dir(&config.output_dir).join(&name);
+    let state_json = serde_json::to_vec_pretty(state).expect("state serializes");
+    let moments = checkpoint::serialize_tensors(&optimizer.state_tensors())?;
+    checkpoint::save(
+        model,
+        &dir,
+        encoder.json_bytes(),
+        &[(state::STATE_FILE, state_json), (state::OPTIMIZER_FILE, moments)],
+    )?;
+    state::publish_checkpoint(&config.output_dir, &name, config.keep_checkpoints)
+}
+
+fn append_metrics(output: &Path, line: &serde_json::Value) -> Result<()> {
+    let path = output.join(state::METRICS_FILE);
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+    writeln!(file, "{line}").map_err(io_err(&path))
+}
+
+fn progress_bar(show: bool, total: usize, position: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}")
+            .expect("valid template"),
+    );
+    bar.set_position(position as u64);
+    bar
+}
+
+/// A one-paragraph summary of a pretrained load.
+pub fn describe_load(report: &LoadReport) -> String {
+    let mut out = format!("loaded {} pretrained tensors", report.loaded.len());
+    if !report.copied.is_empty() {
+        out.push_str(&format!("; {} per-exit pooler tensors copied from the shared pooler", report.copied.len()));
+    }
+    if !report.initialized.is_empty() {
+        out.push_str(&format!(
+            "\nwarning: {} tensors not in the backbone start from random init (N(0, 0.02²), zero bias): {}",
+            report.initialized.len(),
+            abbreviate(&report.initialized)
+        ));
+    }
+    if !report.ignored.is_empty() {
+        out.push_str(&format!("\nignored backbone tensors: {}", abbreviate(&report.ignored)));
+    }
+    out
+}
+
+fn abbreviate(names: &[String]) -> String {
+    if names.len() <= 6 {
+        names.join(", ")
+    } else {
+        format!("{}, … ({} more)", names[..4].join(", "), names.len() - 4)
+    }
+}
+
+fn epoch_note(line: &serde_json::Value, report: &EvalReport) -> String {
+    let acc: Vec<String> = report.layers.iter().map(|l| format!("{:.3}", l.accuracy)).collect();
+    let loss: Vec<String> = report.layers.iter().map(|l| format!("{:.3}", l.loss)).collect();
+    format!(
+        "epoch {} (step {}): {:.1}s, train loss {:.4}; dev accuracy per exit [{}], loss [{}]",
+        line["epoch"],
+        line["step"],
+        line["wall_seconds"].as_f64().unwrap_or(0.0),
+        line["train_loss"].as_f64().unwrap_or(f64::NAN),
+        acc.join(" "),
+        loss.join(" ")
+    )
+}

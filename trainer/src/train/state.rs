@@ -1,0 +1,148 @@
+//! Everything a resumed run needs besides the weights and the optimizer moments, and the checkpoint layout
+//! of a training output directory:
+//!
+//! ```text
+//! <output>/train_config.json          the run's configuration (a resumed run reuses it)
+//! <output>/metrics.jsonl              one line per epoch (and one at the end): wall time, losses, dev metrics
+//! <output>/checkpoints/step-0000123/  model.safetensors, config.json, tokenizer.json,
+//!                                     trainer_state.json, optimizer.safetensors
+//! <output>/checkpoints/latest         the name of the newest complete checkpoint (written after it)
+//! <output>/model/                     the final model (a checkpoint without training state)
+//! ```
+//!
+//! Randomness is derived, never carried: the data order of epoch e comes from (seed, e), the dropout masks
+//! and the SWM thresholds of step t from (seed, t). So (step, epoch, position in the epoch) restores the
+//! random streams exactly, and a resumed run takes the same steps an uninterrupted one would.
+
+use super::TrainConfig;
+use crate::error::{io_err, Result, TrainerError};
+use crate::model::checkpoint::write_file_atomically;
+use crate::objective::swm::{RangeTracker, ThresholdRange};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const CONFIG_FILE: &str = "train_config.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+const LATEST: &str = "latest";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// 0-based epoch in progress (== epochs when done).
+    pub epoch: usize,
+    /// Optimizer batches of `epoch` already consumed.
+    pub batch_in_epoch: usize,
+    pub total_steps: usize,
+    pub steps_per_epoch: usize,
+    pub seed: u64,
+    /// The interval the current epoch draws SWM thresholds from.
+    pub threshold_range: ThresholdRange,
+    /// Running [min, max] of internal-exit signals in the current epoch (the next epoch's range).
+    pub range_tracker: RangeTracker,
+    /// Seconds of training so far in the current epoch (for the per-epoch wall time across a resume).
+    pub epoch_seconds: f64,
+    /// Sums over the current epoch, for the epoch's mean losses.
+    pub epoch_loss_sum: f64,
+    pub epoch_ce_sum: f64,
+    pub epoch_osc_sum: f64,
+    pub epoch_batches: usize,
+}
+
+/// Deterministic seed derivation (SplitMix64 of the seed, a stream tag and an index).
+pub fn derive_seed(seed: u64, stream: u64, index: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub fn checkpoints_dir(output: &Path) -> PathBuf {
+    output.join("checkpoints")
+}
+
+pub fn checkpoint_name(step: usize) -> String {
+    format!("step-{step:07}")
+}
+
+/// Records `name` as the newest checkpoint (atomically) and removes all but the newest `keep`.
+pub fn publish_checkpoint(output: &Path, name: &str, keep: usize) -> Result<()> {
+    let dir = checkpoints_dir(output);
+    write_file_atomically(&dir.join(LATEST), name.as_bytes())?;
+    let mut steps: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(io_err(&dir))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    steps.sort();
+    let excess = steps.len().saturating_sub(keep.max(1));
+    for old in steps.into_iter().take(excess).filter(|n| n != name) {
+        let path = dir.join(old);
+        std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint of an output directory, if any.
+pub fn latest_checkpoint(output: &Path) -> Result<Option<PathBuf>> {
+    let pointer = checkpoints_dir(output).join(LATEST);
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&pointer).map_err(io_err(&pointer))?;
+    let dir = checkpoints_dir(output).join(name.trim());
+    if !dir.join(STATE_FILE).exists() {
+        return Err(TrainerError::Invalid(format!(
+            "{} names {}, which has no {STATE_FILE}",
+            pointer.display(),
+            dir.display()
+        )));
+    }
+    Ok(Some(dir))
+}
+
+pub fn read_state(checkpoint: &Path) -> Result<TrainingState> {
+    read_json(&checkpoint.join(STATE_FILE))
+}
+
+pub fn read_config(output: &Path) -> Result<TrainConfig> {
+    read_json(&output.join(CONFIG_FILE))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|source| TrainerError::Json { path: path.display().to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_differ_by_stream_and_index() {
+        let a = derive_seed(42, 1, 0);
+        assert_eq!(a, derive_seed(42, 1, 0));
+        assert_ne!(a, derive_seed(42, 1, 1));
+        assert_ne!(a, derive_seed(42, 2, 0));
+        assert_ne!(a, derive_seed(43, 1, 0));
+    }
+
+    #[test]
+    fn keeps_the_newest_checkpoints() {
+        let out = tempfile::tempdir().unwrap();
+        for step in [1, 2, 3] {
+            let name = checkpoint_name(step);
+            let dir = checkpoints_dir(out.path()).join(&name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(STATE_FILE), "{}").unwrap();
+            publish_checkpoint(out.path(), &name, 2).unwrap();
+        }
+        let latest = latest_checkpoint(out.path()).unwrap().unwrap();
+        assert!(latest.ends_with("step-0000003"));
+        assert!(!checkpoints_dir(out.path()).join("step-0000001").exists());
+        assert!(checkpoints_dir(out.path()).join("step-0000002").exists());
+    }
+}
