@@ -202,10 +202,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
             std::fs::create_dir_all(&output).map_err(io_err(&output))?;
             let json = serde_json::to_string_pretty(&config).expect("config serializes");
             checkpoint::write_file_atomically(&output.join(state::CONFIG_FILE), json.as_bytes())?;
-            // The heads the backbone lacks start from libtorch's generator: seed it so that runs repeat.
-            tch::manual_seed(derive_seed(config.seed, STREAM_INIT, 0) as i64);
-            let (model, report) =
-                MultiExitBert::from_pretrained(&config.backbone, config.exit_config(), options.device)?;
+            let (model, report) = initial_model(&config, options.device)?;
             say(describe_load(&report));
             let encoder = TextEncoder::from_file(&config.backbone.join(TOKENIZER_FILE), config.max_seq_len)?;
             let optimizer = AdamW::new(&model, config.adam);
@@ -405,6 +402,13 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
         last_dev,
         load_report,
     })
+}
+
+/// The model a fresh run starts from: the backbone plus exit heads drawn from libtorch's generator seeded by
+/// the run's seed, so that two runs with the same flags start (and end) the same.
+pub fn initial_model(config: &TrainConfig, device: Device) -> Result<(MultiExitBert, LoadReport)> {
+    tch::manual_seed(derive_seed(config.seed, STREAM_INIT, 0) as i64);
+    MultiExitBert::from_pretrained(&config.backbone, config.exit_config(), device)
 }
 
 fn prepare(config: &TrainConfig, encoder: &TextEncoder) -> Result<Prepared> {
