@@ -204,3 +204,33 @@ pub fn all(report: &EvalReport, dir: &Path, stem: &str, label: &str) -> Result<V
     layers(report, &paths[2])?;
     Ok(paths.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::{evaluate, ExitOutputs};
+    use cosee_runtime::glue::Task;
+    use cosee_runtime::signal::ExitSignal;
+
+    #[test]
+    fn writes_the_three_charts_and_an_overlay() {
+        let outputs = ExitOutputs {
+            logits: vec![
+                vec![vec![2.0, -1.0], vec![0.2, 0.1], vec![-1.5, 1.0], vec![0.0, 0.3]],
+                vec![vec![3.0, -2.0], vec![-0.5, 0.9], vec![-2.0, 2.0], vec![0.5, 0.1]],
+                vec![vec![4.0, -3.0], vec![-1.0, 1.2], vec![-3.0, 3.0], vec![-0.4, 0.6]],
+            ],
+            labels: vec![0, 1, 1, 1],
+        };
+        let report = evaluate(&outputs, Task::Sst2, ExitSignal::Energy, &ExitSignal::Energy.default_sweep(3));
+        let dir = tempfile::tempdir().unwrap();
+        let paths = all(&report, dir.path(), "eval", "tiny").unwrap();
+        let overlay = dir.path().join("overlay.png");
+        tradeoff(&[("a".into(), &report), ("b".into(), &report)], &overlay).unwrap();
+        for path in paths.iter().chain([&overlay]) {
+            let bytes = std::fs::read(path).unwrap();
+            assert_eq!(&bytes[1..4], b"PNG", "{}", path.display());
+            assert!(bytes.len() > 5_000, "{} is suspiciously small", path.display());
+        }
+    }
+}

@@ -145,6 +145,24 @@ impl MultiExitBert {
         logits
     }
 
+    /// The encoder's hidden states `[batch, sequence, hidden]`: index 0 is the embeddings' output, index m the
+    /// output of layer m. For checking an exported graph stage by stage.
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        train: bool,
+    ) -> Vec<Tensor> {
+        let mask = additive_mask(attention_mask);
+        let mut states = vec![self.embeddings.forward(input_ids, token_type_ids, train)];
+        for layer in &self.layers {
+            let next = layer.forward(states.last().expect("starts with the embeddings"), &mask, train);
+            states.push(next);
+        }
+        states
+    }
+
     /// Evaluation-mode logits as plain numbers, `[exit][sample][class]`, for comparison with other engines.
     pub fn forward_logits(&self, batch: &EncodedBatch) -> Result<Vec<Vec<Vec<f32>>>> {
         let (ids, types, mask) = batch.to_tensors(self.device());

@@ -109,7 +109,8 @@ impl TrainConfig {
                 return bad(format!("--pad-to {p} is below --max-seq-len {}: inputs would not fit", self.max_seq_len));
             }
         }
-        if !(self.learning_rate > 0.0) || !(self.max_grad_norm > 0.0) {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.learning_rate) || !positive(self.max_grad_norm) {
             return bad("learning rate and max grad norm must be positive".into());
         }
         Ok(())
