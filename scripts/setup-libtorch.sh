@@ -61,8 +61,9 @@ PY
 fi
 
 if [ "${1:-}" = "--env" ]; then
+  # Only LIBTORCH: build-version says 2.11.0, which torch-sys 0.24 accepts, and every other LIBTORCH* variable
+  # that changes re-runs torch-sys's 85-second C++ build.
   echo "export LIBTORCH=$dest"
-  echo "export LIBTORCH_BYPASS_VERSION_CHECK=1"
 else
   echo "$dest"
 fi

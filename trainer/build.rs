@@ -19,7 +19,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let Ok(lib_dir) = env::var("DEP_TCH_LIBTORCH_LIB") else {
-        println!("cargo:warning=torch-sys did not report its libtorch lib directory; binaries will need LD_LIBRARY_PATH");
+        println!(
+            "cargo:warning=torch-sys did not report its libtorch lib directory; binaries will need LD_LIBRARY_PATH"
+        );
         return;
     };
     if target_os == "linux" || target_os == "macos" {

@@ -54,6 +54,14 @@ impl TextEncoder {
         Self::from_bytes(json, max_len, &path.display().to_string())
     }
 
+    /// The tokenizer of a checkpoint directory, truncating to the checkpoint's `max_seq_len` (from the `cosee`
+    /// section of its `config.json`), exactly as the model was trained and evaluated.
+    pub fn for_checkpoint(dir: &Path) -> Result<Self> {
+        let config = cosee_runtime::config::ModelConfig::read(&dir.join(crate::model::CONFIG_FILE))?;
+        let max_len = config.cosee.map_or(DEFAULT_MAX_LEN, |c| c.max_seq_len);
+        Self::from_file(&dir.join(crate::model::TOKENIZER_FILE), max_len)
+    }
+
     /// Like [`TextEncoder::from_file`]; `origin` names the source in errors.
     pub fn from_bytes(json: Vec<u8>, max_len: usize, origin: &str) -> Result<Self> {
         let err = |message: String| TrainerError::Tokenizer { path: origin.to_string(), message };

@@ -125,6 +125,9 @@ fn checkpoint_round_trip_and_padding_invariance() {
         assert!(ckpt.join(file).exists(), "{file}");
     }
     let back = MultiExitBert::load_checkpoint(&ckpt, Device::Cpu).unwrap();
+    let reloaded_encoder = TextEncoder::for_checkpoint(&ckpt).unwrap();
+    assert_eq!(reloaded_encoder.max_len(), 64, "the checkpoint's max_seq_len");
+    assert_eq!(EncodedBatch::from_texts(&reloaded_encoder, &texts, None).unwrap(), batch);
     assert_eq!(back.config(), model.config());
     assert_eq!(back.forward_logits(&batch).unwrap(), logits, "reloaded outputs must be identical");
     // The saved file holds exactly the model's variables, all f32.

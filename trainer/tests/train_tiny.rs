@@ -80,6 +80,10 @@ fn cosee_training_lowers_every_exit_and_resumes_exactly() {
     assert_eq!(epochs[1]["threshold_range"], epochs[0]["next_threshold_range"]);
     assert_ne!(epochs[1]["threshold_range"], epochs[0]["threshold_range"]);
 
+    // A fresh run never overwrites a directory that holds checkpoints.
+    let again = train::train(&full, &RunOptions::default(), false).unwrap_err();
+    assert!(again.to_string().contains("--resume"), "{again}");
+
     // Interrupted after step 7 (the last checkpoint is step 5), then resumed: same final weights, bit for bit.
     let split = config(&backbone, &root.path().join("split"));
     let stop = RunOptions { stop_after_steps: Some(7), ..RunOptions::default() };

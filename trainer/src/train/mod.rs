@@ -200,6 +200,12 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
             (model, encoder, state, optimizer, None)
         }
         None => {
+            if !resume && state::latest_checkpoint(&output)?.is_some() {
+                return Err(TrainerError::Invalid(format!(
+                    "{} already holds a run with checkpoints: continue it with --resume or choose another directory",
+                    output.display()
+                )));
+            }
             std::fs::create_dir_all(&output).map_err(io_err(&output))?;
             let json = serde_json::to_string_pretty(&config).expect("config serializes");
             checkpoint::write_file_atomically(&output.join(state::CONFIG_FILE), json.as_bytes())?;
