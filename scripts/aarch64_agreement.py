@@ -6,8 +6,17 @@ inputs, twice each:
   * full depth (a threshold no exit can meet): every layer's exit signal and the last exit's probabilities;
   * early exit at a threshold τ placed in the widest gap between the native run's signals (so the exit layers spread
     over the model, and no input sits next to τ where a rounding difference could legitimately move it).
-Labels and exit layers must be identical; probabilities and signals must agree within the tolerance (1e-4 for
-an f32 package, 1e-3 for int8). Any difference or error fails the check (exit status 1) with the inputs named.
+Labels and exit layers must be identical everywhere. Probabilities and signals (max |Δ| over every input, both runs):
+  * x86 vs aarch64, f32 package: within 1e-4.
+  * x86 vs aarch64, int8 package: the target is 1e-3 and the count of inputs within it is printed; the check fails
+    above 5e-2, the exporter's own int8 tolerance (tools::export::self_check_tolerance). Why not 1e-3: the int8
+    scheme quantizes every token's activations at run time (round(x / scale)), and x86 and ARM compute the f32
+    parts (exp, erf, tanh, LayerNorm) a few ulp apart; an activation that lands on a rounding boundary then moves
+    by one int8 step on one machine only, a discrete jump of 1e-4..1e-2 in that input's later logits (measured:
+    about a third of 40 SST-2 sentences on a random 4-layer model; all others agree within 1e-6).
+  * aarch64 configurations against each other (Pi 4 SMLAL, Pi 5 SDOT, Pi 5 with SDOT disabled): within 1e-6, as
+    integer kernels are exact and the f32 kernels are the same on both cores (measured: bit-identical).
+Any error or breach fails the check (exit status 1) with the inputs named.
 
 Python standard library only, so CI needs nothing installed for it.
 """
@@ -19,7 +28,10 @@ import subprocess
 import sys
 import time
 
-TOLERANCE = {"none": 1e-4, "int8_per_token_symmetric": 1e-3}
+# Quantization scheme → (target, limit) for x86 vs aarch64; see the module doc for why they differ for int8.
+TOLERANCE = {"none": (1e-4, 1e-4), "int8_per_token_symmetric": (1e-3, 5e-2)}
+# aarch64 configurations against each other.
+ARM_TOLERANCE = 1e-6
 
 
 def read_inputs(path):
@@ -70,25 +82,50 @@ def spread_threshold(signal, full_depth, num_layers):
 
 
 def compare(reference, candidate):
-    """Counts and largest differences of one run against the native one."""
+    """Label and exit-layer agreement and per-input largest differences of one run against another."""
     same_label = sum(r["label"] == c["label"] for r, c in zip(reference, candidate))
     same_exit = sum(r["exit_layer"] == c["exit_layer"] for r, c in zip(reference, candidate))
-    d_probs = d_signals = 0.0
+    deltas = []  # per input: (max |Δ probs|, max |Δ signals|)
     mismatches = []
     for i, (r, c) in enumerate(zip(reference, candidate)):
         if r["label"] != c["label"] or r["exit_layer"] != c["exit_layer"]:
             mismatches.append(
-                f"input {i + 1}: x86 {r['label']}@{r['exit_layer']} {r['probs']} {r['signals']}"
-                f" / arm {c['label']}@{c['exit_layer']} {c['probs']} {c['signals']}"
+                f"input {i + 1}: {r['label']}@{r['exit_layer']} {r['probs']} {r['signals']}"
+                f" / {c['label']}@{c['exit_layer']} {c['probs']} {c['signals']}"
             )
             continue
-        d_probs = max([d_probs] + [abs(a - b) for a, b in zip(r["probs"], c["probs"])])
+        d_probs = max(abs(a - b) for a, b in zip(r["probs"], c["probs"]))
+        d_signals = 0.0
         for a, b in zip(r["signals"], c["signals"]):
             if (a is None) != (b is None):
                 mismatches.append(f"input {i + 1}: skipped exits differ: {r['signals']} / {c['signals']}")
             elif a is not None:
                 d_signals = max(d_signals, abs(a - b))
-    return same_label, same_exit, d_probs, d_signals, mismatches
+        deltas.append((d_probs, d_signals))
+    return same_label, same_exit, deltas, mismatches
+
+
+class Tally:
+    """Agreement of one aarch64 configuration with a reference, over both runs."""
+
+    def __init__(self):
+        self.same_label = self.same_exit = None
+        self.per_input = []  # max |Δ| per input and run
+        self.mismatches = []
+
+    def add(self, result):
+        same_label, same_exit, deltas, mismatches = result
+        self.same_label = same_label if self.same_label is None else min(self.same_label, same_label)
+        self.same_exit = same_exit if self.same_exit is None else min(self.same_exit, same_exit)
+        self.per_input.append([max(d) for d in deltas])
+        self.mismatches += mismatches
+
+    def max_delta(self):
+        return max((d for run in self.per_input for d in run), default=0.0)
+
+    def within(self, tol):
+        """Inputs whose every probability and signal, in every run, is within `tol`."""
+        return sum(all(run[i] <= tol for run in self.per_input) for i in range(len(self.per_input[0])))
 
 
 def main():
@@ -129,34 +166,48 @@ def main():
         f"early-exit τ={tau:.6g}{margin_text}, exit layers {hist}"
     )
 
+    target, limit = tol
+    n = len(inputs)
     failed = False
+    first_arm = None  # answers of the first configuration, (full, early)
     for config in args.config:
         label, _, spec = config.partition("=")
         cpu, *env_pairs = spec.split(",")
         env = dict(pair.split("=", 1) for pair in env_pairs)
         arm = args.qemu.split() + ["-cpu", cpu, args.arm]
-        results = []
+        vs_x86, vs_arm = Tally(), Tally()
         seconds = 0.0
+        runs = []
         for tau_run, reference in ((tau_full, full), (tau, early)):
             answers, elapsed = classify(arm, env, args.package, tau_run, inputs)
             seconds += elapsed
-            results.append(compare(reference, answers))
-        same_label = min(r[0] for r in results)
-        same_exit = min(r[1] for r in results)
-        d_probs = max(r[2] for r in results)
-        d_signals = max(r[3] for r in results)
-        mismatches = [m for r in results for m in r[4]]
-        ok = not mismatches and d_probs <= tol and d_signals <= tol
-        failed |= not ok
+            runs.append(answers)
+            vs_x86.add(compare(reference, answers))
+        if first_arm is None:
+            first_arm = (label, runs)
+        else:
+            for reference, answers in zip(first_arm[1], runs):
+                vs_arm.add(compare(reference, answers))
+        x86_ok = not vs_x86.mismatches and vs_x86.max_delta() <= limit
+        arm_ok = not vs_arm.mismatches and vs_arm.max_delta() <= ARM_TOLERANCE
+        failed |= not (x86_ok and arm_ok)
+        target_text = f", {vs_x86.within(target)}/{n} within {target:g}" if target != limit else ""
         print(
-            f"  {'ok  ' if ok else 'FAIL'} {label:<22} labels {same_label}/{len(inputs)}  "
-            f"exit layers {same_exit}/{len(inputs)}  max|Δp| {d_probs:.2e}  max|Δsignal| {d_signals:.2e}  "
-            f"(tolerance {tol:g}; emulated {seconds:.1f} s)"
+            f"  {'ok  ' if x86_ok else 'FAIL'} {label:<20} vs x86: labels {vs_x86.same_label}/{n}  exit layers "
+            f"{vs_x86.same_exit}/{n}  max|Δ| {vs_x86.max_delta():.2e} (limit {limit:g}{target_text})"
+            f"  [emulated {seconds:.1f} s]"
         )
-        for m in mismatches[:10]:
+        for m in vs_x86.mismatches[:10]:
             print(f"       {m}")
+        if vs_arm.per_input:
+            print(
+                f"  {'ok  ' if arm_ok else 'FAIL'} {label:<20} vs {first_arm[0]}: labels {vs_arm.same_label}/{n}  "
+                f"exit layers {vs_arm.same_exit}/{n}  max|Δ| {vs_arm.max_delta():.2e} (limit {ARM_TOLERANCE:g})"
+            )
+            for m in vs_arm.mismatches[:10]:
+                print(f"       {m}")
     if failed:
-        print(f"FAIL: {name}: the aarch64 answers differ from x86", file=sys.stderr)
+        print(f"FAIL: {name}: the aarch64 answers differ (see above)", file=sys.stderr)
         sys.exit(1)
 
 
