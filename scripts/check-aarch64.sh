@@ -35,8 +35,12 @@ scripts/setup-aarch64.sh
 
 # --- builds: native tools and runtime, then the aarch64 runtime (one cargo at a time on 2 cores) ---
 step "native build"
-cargo build --release -q -p cosee-runtime --bin cosee-edge
-cargo build --release -q -p cosee-tools --bin cosee-tools --example random_checkpoint
+# Exactly the test command's build (scripts/test.sh): the same feature unification, so after the tests nothing
+# rebuilds. A narrower `cargo build -p` resolves features differently (cc, bytemuck, digest) and would rebuild tract.
+# It leaves target/release/{cosee-edge,cosee-tools} and the examples.
+LIBTORCH="$(scripts/setup-libtorch.sh)"
+export LIBTORCH
+cargo test --release -q --workspace --all-targets --no-run
 step "aarch64 build (profile $profile)"
 build_started=$SECONDS
 cargo build --profile "$profile" -q --target "$target" -p cosee-runtime --bin cosee-edge --example tract_kernels
