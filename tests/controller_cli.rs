@@ -1,0 +1,296 @@
+//! `bench`, `tune` and `serve` on a real package: a tiny random checkpoint (3 layers, hidden 32) exported by
+//! `cosee-tools`, given a calibration table computed here from the engine's own full-depth logits over the 40
+//! committed SST-2 dev sentences (so that `tune` and the controller have a real τ table to work on).
+
+use cosee_runtime::bench::{self, BenchOptions};
+use cosee_runtime::controller::Ladder;
+use cosee_runtime::glue::{parse_tsv, Example};
+use cosee_runtime::manifest::{Calibration, CalibrationPoint, Manifest};
+use cosee_runtime::metrics::{accuracy, exit_histogram, layer_speedup};
+use cosee_runtime::signal::argmax;
+use cosee_runtime::tune::RuntimeConfig;
+use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, Task};
+use cosee_tools::export::{export, ExportOptions};
+use cosee_tools::testing::tiny_config;
+use cosee_tools::write_random_checkpoint;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+const SST2_DEV: &str = include_str!("data/sst2-dev-40.tsv");
+
+fn examples() -> Vec<Example> {
+    parse_tsv(Task::Sst2, SST2_DEV, "sst2-dev-40.tsv").unwrap()
+}
+
+/// The calibration table of `engine` on the examples, as `cosee-tools calibrate` would write it.
+fn calibration(engine: &Engine, examples: &[Example]) -> Calibration {
+    let full: Vec<_> = examples.iter().map(|e| engine.run_all_exits(&Input::from(e)).unwrap()).collect();
+    let gold: Vec<usize> = examples.iter().map(|e| e.label.unwrap()).collect();
+    let points = ExitSignal::Energy
+        .default_sweep(engine.num_layers())
+        .into_iter()
+        .map(|threshold| {
+            let policy = ExitPolicy { signal: ExitSignal::Energy, threshold };
+            let layers: Vec<usize> = full.iter().map(|f| f.exit_layer(policy)).collect();
+            let pred: Vec<usize> = full.iter().zip(&layers).map(|(f, &m)| argmax(&f.logits[m - 1])).collect();
+            let hist = exit_histogram(&layers, engine.num_layers());
+            CalibrationPoint {
+                threshold,
+                accuracy: accuracy(&pred, &gold),
+                f1: None,
+                layer_speedup: layer_speedup(&hist),
+                exit_histogram: hist,
+            }
+        })
+        .collect();
+    Calibration { data: "sst2-dev-40.tsv".into(), num_examples: examples.len(), target_speedup: 2.0, points }
+}
+
+/// The shared package (with its calibration table) and a directory for the tests' files.
+fn package() -> &'static Path {
+    static PACKAGE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &PACKAGE
+        .get_or_init(|| {
+            let root = tempfile::tempdir().unwrap();
+            let checkpoint = root.path().join("checkpoint");
+            write_random_checkpoint(&checkpoint, &tiny_config(3, 32, 4, Task::Sst2, ExitSignal::Energy), 5).unwrap();
+            let package = root.path().join("package");
+            export(&checkpoint, &package, &ExportOptions::default()).unwrap();
+            let engine = Engine::load(&package).unwrap();
+            let mut manifest: Manifest = engine.manifest().clone();
+            manifest.calibration = Some(calibration(&engine, &examples()));
+            manifest.write(&package).unwrap();
+            (root, package)
+        })
+        .1
+}
+
+fn data_file(dir: &Path) -> PathBuf {
+    let path = dir.join("dev.tsv");
+    std::fs::write(&path, SST2_DEV).unwrap();
+    path
+}
+
+#[test]
+fn bench_sweep_is_consistent_with_full_depth() {
+    let engine = Engine::load(package()).unwrap();
+    let ex = examples();
+    let options = BenchOptions { sweep: Some(vec![0.0, 0.5, 1.0]), warmup: 1, ..BenchOptions::default() };
+    let run = bench::run(&engine, 1.0, "pkg", "dev", &ex, &options, &mut |_, _| {}).unwrap();
+    let r = &run.result;
+    assert_eq!(r.n, 40);
+    let sweep = r.sweep.as_ref().unwrap();
+    // The package default (0.2) is added to the sweep and reported at the top level.
+    assert_eq!(sweep.iter().map(|t| t.threshold).collect::<Vec<_>>(), vec![0.0, 0.2, 0.5, 1.0]);
+    assert_eq!(r.main.threshold, 0.2);
+    for t in sweep {
+        assert_eq!(t.exit_mismatches, Some(0), "τ {}: early exit disagrees with the full-depth logits", t.threshold);
+        assert_eq!(t.exit_histogram.iter().sum::<usize>(), 40);
+        assert!(t.wall_speedup.unwrap() > 0.0 && t.latency_ms.p50 > 0.0);
+        assert!(t.latency_ms.p50 <= t.latency_ms.p95 && t.latency_ms.p95 <= t.latency_ms.p99);
+    }
+    // Energy is in (0, 1): τ = 1 exits everything at layer 1, τ = 0 nothing before the last layer.
+    assert_eq!((sweep[3].exit_histogram[0], sweep[3].layer_speedup), (40, 3.0));
+    assert_eq!((sweep[0].exit_histogram[2], sweep[0].layer_speedup), (40, 1.0));
+    // At τ = 0 every answer comes from the last exit: the full-depth accuracy.
+    assert_eq!(sweep[0].accuracy, r.full_depth_accuracy);
+    // The accuracy at each τ is the calibration table's (same engine, same inputs).
+    let manifest = engine.manifest();
+    for t in sweep {
+        if let Some(p) = manifest.calibration_at(t.threshold) {
+            assert_eq!(t.accuracy, Some(p.accuracy), "τ {}", t.threshold);
+            assert_eq!(t.exit_histogram, p.exit_histogram);
+        }
+    }
+    assert!(r.cold_start_ms > 0.0 && r.peak_rss_mb.unwrap() > 1.0);
+    assert!(r.stage_costs.layer.samples >= 40 * 3);
+    let profile = run.profile().unwrap();
+    assert_eq!(profile.token_counts.values().sum::<usize>(), 40);
+    assert!(profile.predict_ms(3, 20) > profile.predict_ms(1, 20));
+}
+
+/// Finds (building if needed) the `cosee-edge` binary of this workspace, as `classify_cli.rs` does.
+fn cosee_edge() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "cosee-runtime", "--bin", "cosee-edge", "--message-format=json-render-diagnostics"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).stderr(Stdio::inherit()).output().unwrap();
+        assert!(out.status.success(), "cargo build of cosee-edge failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "cosee-edge")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no cosee-edge executable")
+    })
+}
+
+fn cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(cosee_edge());
+    cmd.current_dir(dir).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().unwrap();
+    if let Some(bytes) = stdin {
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn bench_json_has_the_documented_keys_and_writes_a_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_file(dir.path());
+    let model = package().to_str().unwrap();
+    let out = cli(
+        dir.path(),
+        &["bench", "--model", model, "--data", data.to_str().unwrap(), "--sweep", "--warmup", "1", "--json", "-"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "n",
+        "accuracy",
+        "layer_speedup",
+        "wall_speedup",
+        "latency_ms",
+        "full_depth_latency_ms",
+        "cold_start_ms",
+        "peak_rss_mb",
+        "exit_histogram",
+        "sweep",
+        "stage_costs",
+    ] {
+        assert!(!json[key].is_null(), "missing {key}");
+    }
+    for key in ["p50", "p95", "p99", "mean"] {
+        assert!(json["latency_ms"][key].as_f64().unwrap() > 0.0);
+        assert!(json["full_depth_latency_ms"][key].as_f64().unwrap() > 0.0);
+    }
+    assert!(json.get("f1").is_none(), "SST-2 reports no F1");
+    let calibration_points = 21;
+    assert_eq!(json["sweep"].as_array().unwrap().len(), calibration_points);
+    assert!(dir.path().join("device-profile.json").exists());
+
+    // The table, on plain lines: no labels, so no accuracy.
+    let plain = dir.path().join("lines.txt");
+    std::fs::write(&plain, "a charming journey\nbleak and desperate\n").unwrap();
+    let out = cli(
+        dir.path(),
+        &["bench", "-m", model, "-d", plain.to_str().unwrap(), "--threshold", "0.5", "--profile-out", "p2.json"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("2 inputs") && table.contains("accuracy -") && table.contains("full depth"), "{table}");
+    assert!(dir.path().join("p2.json").exists());
+}
+
+#[test]
+fn tune_chooses_within_budget_and_reports_an_impossible_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_file(dir.path());
+    let model = package().to_str().unwrap();
+    let data = data.to_str().unwrap();
+    // A generous budget: the most accurate τ (ties: the faster), measured and saved.
+    let out = cli(dir.path(), &["tune", "-m", model, "--budget-ms", "1000", "--data", data, "--json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["choice"]["outcome"], "within_budget");
+    let preds = json["predictions"].as_array().unwrap();
+    let best = preds.iter().map(|p| p["accuracy"].as_f64().unwrap()).fold(0.0, f64::max);
+    let index = json["verification"]["index"].as_u64().unwrap() as usize;
+    assert_eq!(preds[index]["accuracy"].as_f64().unwrap(), best);
+    assert_eq!(json["verification"]["met"], true);
+    let config = RuntimeConfig::read(&dir.path().join("runtime-config.json")).unwrap();
+    assert_eq!(config.threshold as f64, preds[index]["threshold"].as_f64().unwrap());
+    assert_eq!((config.signal, config.budget_ms, config.percentile), (ExitSignal::Energy, Some(1000.0), 95.0));
+
+    // An impossible budget: said plainly, the fastest τ saved.
+    let out = cli(
+        dir.path(),
+        &["tune", "-m", model, "--budget-ms", "0.000001", "--data", data, "--out", "fast.json", "--attempts", "1"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("no threshold meets the 0.00 ms budget"), "{stdout}");
+    assert!(stdout.contains("over budget"), "{stdout}");
+    let fast = RuntimeConfig::read(&dir.path().join("fast.json")).unwrap();
+    let fastest = preds
+        .iter()
+        .min_by(|a, b| a["percentile_ms"].as_f64().unwrap().total_cmp(&b["percentile_ms"].as_f64().unwrap()))
+        .unwrap();
+    let fastest_speedup = fastest["layer_speedup"].as_f64().unwrap();
+    let chosen = preds.iter().find(|p| p["threshold"].as_f64().unwrap() == fast.threshold as f64).unwrap();
+    assert_eq!(chosen["layer_speedup"].as_f64().unwrap(), fastest_speedup);
+
+    // No profile and no data: a clear usage error.
+    let out = cli(dir.path(), &["tune", "-m", model, "--budget-ms", "5", "--profile", "absent.json"], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("absent.json"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn serve_answers_every_line_and_saves_energy_on_a_low_battery() {
+    let dir = tempfile::tempdir().unwrap();
+    let power = dir.path().join("power_supply");
+    let thermal = dir.path().join("thermal");
+    std::fs::create_dir_all(power.join("BAT0")).unwrap();
+    std::fs::write(power.join("BAT0/type"), "Battery\n").unwrap();
+    std::fs::write(power.join("BAT0/status"), "Discharging\n").unwrap();
+    std::fs::write(power.join("BAT0/capacity"), "10\n").unwrap();
+    std::fs::create_dir_all(thermal.join("thermal_zone0")).unwrap();
+    std::fs::write(thermal.join("thermal_zone0/temp"), "41000\n").unwrap();
+
+    let engine = Engine::load(package()).unwrap();
+    let ladder = Ladder::from_manifest(engine.manifest());
+    // Configured at the most accurate rung: the low-battery saver moves two rungs faster (or to the fastest).
+    let configured = ladder.get(0).threshold;
+    let expected = ladder.get(2.min(ladder.fastest())).threshold;
+
+    let mut input = b"a charming journey\nbleak and desperate\n\xff\xfe\nthe movie is great\n".to_vec();
+    input.extend_from_slice(b"\n");
+    let out = cli(
+        dir.path(),
+        &[
+            "serve",
+            "-m",
+            package().to_str().unwrap(),
+            "--threshold",
+            &configured.to_string(),
+            "--power-root",
+            power.to_str().unwrap(),
+            "--thermal-root",
+            thermal.to_str().unwrap(),
+        ],
+        Some(&input),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "two inputs fail (invalid UTF-8, empty): {stderr}");
+    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines[2]["error"].as_str().unwrap().contains("UTF-8"));
+    assert!(lines[4]["error"].is_string());
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["input"], i + 1);
+    }
+    for l in [&lines[0], &lines[1], &lines[3]] {
+        assert_eq!(l["threshold"].as_f64().unwrap(), expected as f64, "{stderr}");
+    }
+    assert!(stderr.contains("energy saver") && stderr.contains("low battery"), "{stderr}");
+    if ladder.len() > 1 {
+        assert!(stderr.contains("power policy: energy saver"), "the τ change is logged with its reason: {stderr}");
+    }
+}
