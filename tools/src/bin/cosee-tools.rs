@@ -1,0 +1,170 @@
+//! `cosee-tools`: argument parsing and printing over the `cosee_tools` library.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use cosee_runtime::config::ExitConfig;
+use cosee_runtime::manifest::{EmbeddingStorage, QuantScheme};
+use cosee_runtime::{ExitSignal, Task};
+use cosee_tools::export::{export, ExportOptions};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cosee-tools", version, about = "Export, calibrate and inspect COSEE model packages")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Quantize {
+    /// f32 everywhere.
+    None,
+    /// s8×s8 linear layers (per-token activations, per-channel weights); LayerNorm/softmax/GELU in f32.
+    Int8,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Embeddings {
+    F32,
+    F16,
+    Int8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the per-layer ONNX package of a checkpoint.
+    Export {
+        /// Checkpoint directory (model.safetensors, config.json, tokenizer.json).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Package directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "none")]
+        quantize: Quantize,
+        /// Word-embedding table storage [default: f32 with --quantize none, f16 with --quantize int8].
+        #[arg(long, value_enum)]
+        embeddings: Option<Embeddings>,
+        /// For a pretrained backbone without a `cosee` section: export it for this task with RANDOM exit heads
+        /// (for timing and format checks).
+        #[arg(long)]
+        task: Option<Task>,
+        /// Exit signal of those random heads.
+        #[arg(long, default_value = "energy", requires = "task")]
+        signal: ExitSignal,
+        /// Longest input of those random heads, in tokens.
+        #[arg(long, default_value_t = 128, requires = "task")]
+        max_seq_len: usize,
+        /// Default τ written to the manifest [default: the signal's, until `calibrate`].
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Seed of random exit heads.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace an existing package.
+        #[arg(long)]
+        force: bool,
+        /// Skip running the written graphs against the reference forward pass.
+        #[arg(long)]
+        no_check: bool,
+    },
+    /// Write a checkpoint with random weights over the small test tokenizer (for tests and benchmarks).
+    RandomCheckpoint {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 32)]
+        hidden: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        #[arg(long, default_value = "sst-2")]
+        task: Task,
+        #[arg(long, default_value = "energy")]
+        signal: ExitSignal,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match Cli::parse().command {
+        Command::Export {
+            checkpoint,
+            out,
+            quantize,
+            embeddings,
+            task,
+            signal,
+            max_seq_len,
+            threshold,
+            seed,
+            force,
+            no_check,
+        } => {
+            let quantize = match quantize {
+                Quantize::None => QuantScheme::None,
+                Quantize::Int8 => QuantScheme::Int8PerTokenSymmetric,
+            };
+            let embeddings = match (embeddings, quantize) {
+                (Some(Embeddings::F32), _) | (None, QuantScheme::None) => EmbeddingStorage::F32,
+                (Some(Embeddings::F16), _) | (None, QuantScheme::Int8PerTokenSymmetric) => EmbeddingStorage::F16,
+                (Some(Embeddings::Int8), _) => EmbeddingStorage::Int8,
+            };
+            let backbone_heads = task.map(|task| ExitConfig {
+                task,
+                label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
+                signal,
+                per_exit_pooler: false,
+                max_seq_len,
+            });
+            let options = ExportOptions {
+                quantize,
+                embeddings,
+                backbone_heads,
+                seed,
+                default_threshold: threshold,
+                overwrite: force,
+                self_check: !no_check,
+                progress: true,
+                ..ExportOptions::default()
+            };
+            let report = export(&checkpoint, &out, &options)
+                .with_context(|| format!("exporting {} to {}", checkpoint.display(), out.display()))?;
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let m = &report.manifest;
+            println!(
+                "wrote {} ({} layers, hidden {}, {:?} / {:?} embeddings, {:.1} MB)",
+                report.package.display(),
+                m.num_layers,
+                m.hidden_size,
+                m.quantization.scheme,
+                m.quantization.embeddings,
+                report.total_bytes as f64 / 1e6
+            );
+            if let Some(check) = &report.check {
+                println!(
+                    "self-check vs reference (batch×tokens {:?}): max |Δ| hidden {:.2e}, logits {:.2e} (tolerance {:.0e})",
+                    check.shapes,
+                    check.deltas.max(),
+                    check.deltas.max_logit(),
+                    check.tolerance
+                );
+            }
+            println!(
+                "default threshold {} ({}); run `cosee-tools calibrate` to set it from data",
+                m.default_threshold, m.signal.name
+            );
+        }
+        Command::RandomCheckpoint { out, layers, hidden, heads, task, signal, seed } => {
+            let config = cosee_tools::testing::tiny_config(layers, hidden, heads, task, signal);
+            cosee_tools::write_random_checkpoint(&out, &config, seed)
+                .with_context(|| format!("writing a random checkpoint to {}", out.display()))?;
+            println!("wrote {} ({layers} layers, hidden {hidden}, {heads} heads, {task}, {signal})", out.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! cosee-tools: turns a COSEE checkpoint into the per-layer ONNX model package the runtime serves (f32 or int8),
+//! and calibrates and inspects packages.
+//!
+//! Pipeline: [`checkpoint`] (safetensors + config → validated [`weights`]) → [`stages`] (one ONNX graph per stage,
+//! built with [`onnx`], int8 math in [`quant`]) → [`export`] (package directory + manifest, self-checked with
+//! [`check`] against the independent [`reference`] forward pass).
+
+pub mod check;
+pub mod checkpoint;
+pub mod export;
+pub mod onnx;
+pub mod quant;
+pub mod reference;
+pub mod stages;
+pub mod testing;
+pub mod weights;
+
+pub use checkpoint::{write_random_checkpoint, Checkpoint, CheckpointError};
+pub use export::{export, ExportError, ExportOptions, ExportReport};

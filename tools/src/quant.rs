@@ -1,0 +1,96 @@
+//! Symmetric int8 quantization, the math shared by the exporter (weights, embedding rows) and the reference
+//! forward pass (activations), so both round the same way.
+//!
+//! Symmetric: q = clip(round(x / s), −127, 127) with s = max|x| / 127 and no zero point, so that a product of two
+//! quantized values is a plain s8×s8 multiply-accumulate (ONNX MatMulInteger with no zero points), rescaled once
+//! by s_x · s_w. Rounding is half to even, as ONNX `Round` does. −128 is never used, keeping the range symmetric.
+
+/// The largest quantized magnitude.
+pub const QMAX: f32 = 127.0;
+/// Floor of max|x| before dividing, so that an all-zero row gets a finite scale (and quantizes to zeros).
+pub const MIN_ABS_MAX: f32 = 1e-12;
+
+/// 1/127 as an f32: scales are computed as max|x| · (1/127), a multiplication, because tract rewrites a
+/// division by a constant into exactly this product; writing it so in both the graph and here keeps the exported
+/// graph and the reference bit-identical.
+pub const INV_QMAX: f32 = 1.0 / QMAX;
+
+/// The scale of a group of values: max(max|x|, MIN_ABS_MAX) · (1/127).
+pub fn symmetric_scale(values: &[f32]) -> f32 {
+    let abs_max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    abs_max.max(MIN_ABS_MAX) * INV_QMAX
+}
+
+/// clip(round_half_even(x / scale), −127, 127).
+pub fn quantize_value(x: f32, scale: f32) -> i8 {
+    (x / scale).round_ties_even().clamp(-QMAX, QMAX) as i8
+}
+
+/// Quantizes a group with its own symmetric scale; returns (values, scale).
+pub fn quantize_symmetric(values: &[f32]) -> (Vec<i8>, f32) {
+    let scale = symmetric_scale(values);
+    (values.iter().map(|&x| quantize_value(x, scale)).collect(), scale)
+}
+
+pub fn dequantize(values: &[i8], scale: f32) -> Vec<f32> {
+    values.iter().map(|&q| q as f32 * scale).collect()
+}
+
+/// Per-row quantization of a row-major `[rows, cols]` matrix: one scale per row. For a PyTorch linear weight
+/// `[out, in]` a row is an output channel; for the word-embedding table it is one token's vector.
+pub fn quantize_rows(data: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(data.len(), rows * cols, "matrix data does not match its shape");
+    let mut q = Vec::with_capacity(data.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in data.chunks_exact(cols.max(1)).take(rows) {
+        let (values, scale) = quantize_symmetric(row);
+        q.extend(values);
+        scales.push(scale);
+    }
+    (q, scales)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_values() {
+        // Values chosen so every step is exact in f32: max|x| = 127/32 → s = 1/32; 1.0 → 32; −127/32 → −127;
+        // 0.5 steps round half to even: 0.015625 = 0.5 s → 0, 0.046875 = 1.5 s → 2.
+        let (q, s) = quantize_symmetric(&[1.0, -3.96875, 0.015625, 0.046875]);
+        assert!((s - 1.0 / 32.0).abs() < 1e-9, "{s}");
+        assert_eq!(q, vec![32, -127, 0, 2]);
+        let back = dequantize(&q, s);
+        assert!(back.iter().zip([1.0, -3.96875, 0.0, 0.0625]).all(|(a, b)| (a - b).abs() < 1e-6), "{back:?}");
+        // Beyond the scale's range (never produced by its own scale) clips to ±127.
+        assert_eq!(quantize_value(10.0, s), 127);
+        assert_eq!(quantize_value(-10.0, s), -127);
+    }
+
+    #[test]
+    fn round_trip_error_is_at_most_half_a_step() {
+        let values: Vec<f32> = (0..1000).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+        let (q, s) = quantize_symmetric(&values);
+        let back = dequantize(&q, s);
+        let worst = values.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= s / 2.0 + 1e-6, "worst {worst} step {s}");
+        assert!(q.iter().all(|&v| v != -128));
+    }
+
+    #[test]
+    fn all_zero_rows_quantize_to_zero_with_finite_scale() {
+        let (q, s) = quantize_symmetric(&[0.0, 0.0]);
+        assert_eq!(q, vec![0, 0]);
+        assert!(s.is_finite() && s > 0.0);
+    }
+
+    #[test]
+    fn per_row_scales() {
+        // Row 0: max 127/64 → s = 1/64; row 1: max 127/8 → s = 1/8: the small row keeps its own resolution.
+        // −6.3125 = −50.5 steps → −50 (half to even); 0.0625 = 0.5 steps → 0.
+        let (q, s) = quantize_rows(&[1.984375, 0.5, -0.0078125, 15.875, -6.3125, 0.0625], 2, 3);
+        assert!((s[0] - 1.0 / 64.0).abs() < 1e-9 && (s[1] - 1.0 / 8.0).abs() < 1e-9, "{s:?}");
+        assert_eq!(q, vec![127, 32, 0, 127, -50, 0]);
+    }
+}

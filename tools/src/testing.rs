@@ -1,0 +1,121 @@
+//! Small real models for tests: a WordPiece tokenizer over a committed subset of the uncased BERT vocabulary,
+//! and tiny model configurations. Tests across the workspace use these instead of the pretrained backbone, which
+//! they must not depend on.
+//!
+//! The vocabulary (`tools/data/test_vocab.txt`, made by `tools/scripts/make_test_vocab.py`) keeps the special
+//! tokens at ids 0–4, every single character with its `##` form, and the 2,500 pieces most used on SST-2, so real
+//! SST-2 sentences tokenize into real word pieces and never into `[UNK]` for lack of a character.
+
+use cosee_runtime::config::{BertConfig, ExitConfig, ModelConfig};
+use cosee_runtime::{ExitSignal, Task};
+use std::path::Path;
+use std::str::FromStr;
+
+/// The committed test vocabulary, one token per line, id = line number.
+pub const TEST_VOCAB: &str = include_str!("../data/test_vocab.txt");
+
+pub fn test_vocab() -> Vec<&'static str> {
+    TEST_VOCAB.lines().collect()
+}
+
+pub fn test_vocab_len() -> usize {
+    TEST_VOCAB.lines().count()
+}
+
+/// The `tokenizer.json` text of BERT's uncased pipeline over [`TEST_VOCAB`]: BertNormalizer (clean text, CJK
+/// spacing, lower case, accents stripped), BertPreTokenizer, WordPiece with `##` continuations, and the
+/// `[CLS] a [SEP] b [SEP]` post-processor with token type ids 0/1 — the same components as the backbone's file.
+pub fn test_tokenizer_json() -> String {
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        test_vocab().iter().enumerate().map(|(i, t)| (t.to_string(), serde_json::Value::from(i))).collect();
+    let id = |token: &str| test_vocab().iter().position(|t| *t == token).expect("special token in the test vocab");
+    let added: Vec<serde_json::Value> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .map(|t| {
+            serde_json::json!({"id": id(t), "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                               "normalized": false, "special": true})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", id("[SEP]")], "cls": ["[CLS]", id("[CLS]")]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    });
+    serde_json::to_string_pretty(&json).expect("json values serialize")
+}
+
+/// The test tokenizer, parsed (which also proves the JSON is one the `tokenizers` crate accepts).
+pub fn test_tokenizer() -> Result<tokenizers::Tokenizer, String> {
+    tokenizers::Tokenizer::from_str(&test_tokenizer_json()).map_err(|e| e.to_string())
+}
+
+/// Writes the test tokenizer's `tokenizer.json`, after checking it parses.
+pub fn write_test_tokenizer(path: &Path) -> Result<(), String> {
+    test_tokenizer()?;
+    std::fs::write(path, test_tokenizer_json()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A tiny COSEE model configuration over the test vocabulary: `hidden` must be a multiple of `heads`; the
+/// feed-forward size is 4 × hidden like BERT's.
+pub fn tiny_config(num_layers: usize, hidden: usize, heads: usize, task: Task, signal: ExitSignal) -> ModelConfig {
+    ModelConfig {
+        bert: BertConfig {
+            vocab_size: test_vocab_len(),
+            hidden_size: hidden,
+            num_hidden_layers: num_layers,
+            num_attention_heads: heads,
+            intermediate_size: 4 * hidden,
+            max_position_embeddings: 128,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+            pad_token_id: 0,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+        },
+        cosee: Some(ExitConfig {
+            task,
+            label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
+            signal,
+            per_exit_pooler: false,
+            max_seq_len: 128,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizes_real_sst2_text_into_word_pieces() {
+        let tok = test_tokenizer().unwrap();
+        let enc = tok.encode("It 's a charming and often affecting journey.", true).unwrap();
+        let tokens = enc.get_tokens();
+        assert_eq!(tokens.first().map(String::as_str), Some("[CLS]"));
+        assert_eq!(tokens.last().map(String::as_str), Some("[SEP]"));
+        assert!(tokens.iter().any(|t| t == "charming"), "{tokens:?}");
+        assert!(!tokens.iter().any(|t| t == "[UNK]"), "{tokens:?}");
+        // A word outside the vocabulary falls back to pieces, never to [UNK].
+        let enc = tok.encode("zzyzxq", true).unwrap();
+        assert!(!enc.get_tokens().iter().any(|t| t == "[UNK]"), "{:?}", enc.get_tokens());
+        let pair = tok.encode(("first one", "second"), true).unwrap();
+        assert_eq!(pair.get_type_ids().last(), Some(&1));
+        assert_eq!(pair.get_type_ids()[0], 0);
+    }
+
+    #[test]
+    fn special_ids_are_fixed() {
+        let v = test_vocab();
+        assert_eq!(&v[..5], ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
+        assert!(test_vocab_len() > 4000);
+    }
+}
