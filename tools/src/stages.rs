@@ -5,7 +5,7 @@
 //! The layer follows Hugging Face's `BertLayer` exactly (post-LayerNorm, additive mask of −10000 on padded keys,
 //! exact-erf GELU). In int8 form each linear layer becomes s8×s8 `MatMulInteger` over per-token symmetric
 //! activations and per-output-channel symmetric weights ([`crate::quant`]), the activation quantized with basic
-//! operators (ReduceMax of |x|, Div, Round, Clip, Cast) once per input and shared by the layers reading it (Q/K/V):
+//! operators (ReduceMax of |x|, Div, Round, Cast) once per input and shared by the layers reading it (Q/K/V):
 //! tract's `DynamicQuantizeLinear` and `QuantizeLinear` are scalar loops that cost more than the int8 matmul
 //! saves, while these elementwise operators are vectorized. LayerNorm, softmax and GELU stay f32.
 
@@ -26,9 +26,10 @@ const SEQUENCE: Dim = Dim::Symbol(io_names::SEQUENCE_DIM);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Int8Rescale {
     /// One Mul of the int32→f32 accumulator by (activation scale × weight scale), the product formed first.
-    #[default]
     Combined,
     /// Two Muls on the accumulator: by the per-channel weight scales, then by the per-token activation scale.
+    /// Faster in tract (the constant per-channel Mul folds into the matmul's output stage).
+    #[default]
     Sequential,
 }
 
@@ -84,20 +85,20 @@ struct QuantizedInput {
     scale: String,
 }
 
-/// s = max(max|x| over hidden, ε) · (1/127); q = cast_s8(clip(round(x / s), −127, 127)).
+/// s = max(max|x| over hidden, ε) · (1/127); q = cast_s8(round(x / s)) (= the clipped formula, see below).
 fn quantize_activation(g: &mut GraphBuilder, x: &str) -> QuantizedInput {
     let abs = g.op("Abs", &[x], vec![]);
     let abs_max = g.op("ReduceMax", &[&abs], vec![("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))]);
     let floor = g.scalar(&format!("{abs_max}.floor"), quant::MIN_ABS_MAX);
     let inv_qmax = g.scalar(&format!("{abs_max}.inv_qmax"), quant::INV_QMAX);
-    let qmax = g.scalar(&format!("{abs_max}.qmax"), quant::QMAX);
-    let qmin = g.scalar(&format!("{abs_max}.qmin"), -quant::QMAX);
     let abs_max = g.op("Max", &[&abs_max, &floor], vec![]);
     let scale = g.op("Mul", &[&abs_max, &inv_qmax], vec![]);
     let scaled = g.op("Div", &[x, &scale], vec![]);
     let rounded = g.op("Round", &[&scaled], vec![]);
-    let clipped = g.op("Clip", &[&rounded, &qmin, &qmax], vec![]);
-    let values = g.op("Cast", &[&clipped], vec![("to", Attr::Int(DataType::Int8 as i64))]);
+    // No Clip: |x| ≤ max|x| makes |x / s| ≤ 127 up to an ulp, which rounds to at most 127, so the clip of the
+    // formula never acts here — and tract's Clip is a scalar loop costing as much as the int8 matmul saves
+    // (1.0 ms on [128, 1536], measured by examples/int8_timing.rs' predecessor probes).
+    let values = g.op("Cast", &[&rounded], vec![("to", Attr::Int(DataType::Int8 as i64))]);
     QuantizedInput { values, scale }
 }
 
