@@ -3,11 +3,14 @@
 //!
 //! Pipeline: [`checkpoint`] (safetensors + config → validated [`weights`]) → [`stages`] (one ONNX graph per stage,
 //! built with [`onnx`], int8 math in [`quant`]) → [`export`] (package directory + manifest, self-checked with
-//! [`check`] against the independent [`reference`] forward pass).
+//! [`check`] against the independent [`reference`] forward pass) → [`calibrate`] (τ table from labelled data, via
+//! the runtime's engine) → [`inspect`].
 
+pub mod calibrate;
 pub mod check;
 pub mod checkpoint;
 pub mod export;
+pub mod inspect;
 pub mod onnx;
 pub mod quant;
 pub mod reference;

@@ -68,6 +68,37 @@ enum Command {
         #[arg(long)]
         no_check: bool,
     },
+    /// Run a package over labelled data at full depth and write its τ table and default τ into the manifest.
+    Calibrate {
+        #[arg(long)]
+        package: PathBuf,
+        /// GLUE-format TSV with labels (e.g. the task's dev.tsv).
+        #[arg(long)]
+        data: PathBuf,
+        /// Layout of the data file [default: the package's task].
+        #[arg(long)]
+        task: Option<Task>,
+        /// The default τ becomes the most accurate one whose layer speed-up (Eq. 12) reaches this.
+        #[arg(long, default_value_t = cosee_tools::calibrate::DEFAULT_TARGET_SPEEDUP)]
+        target_speedup: f64,
+        /// Thresholds to sweep, comma-separated [default: the signal's standard sweep].
+        #[arg(long, value_delimiter = ',')]
+        thresholds: Option<Vec<f32>>,
+        /// Use only the first N examples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the table without writing it.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarize a package: layers, files, quantization, signal, calibration.
+    Inspect {
+        package: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a checkpoint with random weights over the small test tokenizer (for tests and benchmarks).
     RandomCheckpoint {
         #[arg(long)]
@@ -158,6 +189,54 @@ fn main() -> Result<()> {
                 "default threshold {} ({}); run `cosee-tools calibrate` to set it from data",
                 m.default_threshold, m.signal.name
             );
+        }
+        Command::Calibrate { package, data, task, target_speedup, thresholds, limit, dry_run, json } => {
+            let options = cosee_tools::calibrate::CalibrateOptions {
+                task,
+                target_speedup,
+                thresholds,
+                limit,
+                dry_run,
+                progress: !json,
+            };
+            let report = cosee_tools::calibrate::calibrate(&package, &data, &options)
+                .with_context(|| format!("calibrating {} on {}", package.display(), data.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let summary = cosee_tools::inspect::inspect(&package)?;
+                print!("{summary}");
+                println!(
+                    "full-depth accuracy {:.2}% on {} examples ({:.1} s)",
+                    100.0 * report.full_depth_accuracy,
+                    report.calibration.num_examples,
+                    report.seconds
+                );
+                if !report.target_reached {
+                    eprintln!(
+                        "warning: no τ reaches a {:.2}× layer speed-up; the default is the fastest τ, {}",
+                        target_speedup, report.default_threshold
+                    );
+                }
+                println!(
+                    "default τ {} ({}){}",
+                    report.default_threshold,
+                    report.signal,
+                    if dry_run { " — dry run, manifest unchanged" } else { " written to the manifest" }
+                );
+            }
+        }
+        Command::Inspect { package, json } => {
+            let summary =
+                cosee_tools::inspect::inspect(&package).with_context(|| format!("inspecting {}", package.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{summary}");
+            }
+            if !summary.intact() {
+                anyhow::bail!("{} is not intact: some files are missing or modified", package.display());
+            }
         }
         Command::RandomCheckpoint { out, layers, hidden, heads, task, signal, seed } => {
             let config = cosee_tools::testing::tiny_config(layers, hidden, heads, task, signal);
