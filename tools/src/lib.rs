@@ -9,6 +9,7 @@
 pub mod calibrate;
 pub mod check;
 pub mod checkpoint;
+pub mod compare;
 pub mod export;
 pub mod inspect;
 pub mod onnx;

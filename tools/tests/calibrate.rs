@@ -107,3 +107,22 @@ fn unlabelled_data_and_tampered_files_are_reported() {
     assert!(!summary.intact());
     assert_eq!(summary.files.iter().find(|f| f.name == "layer_01.onnx").unwrap().status, "modified");
 }
+
+#[test]
+fn compare_reports_int8_against_f32_per_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    write_random_checkpoint(&ckpt, &tiny_config(2, 32, 4, Task::Sst2, ExitSignal::Energy), 5).unwrap();
+    let (f32_pkg, int8_pkg) = (tmp.path().join("f32"), tmp.path().join("int8"));
+    export(&ckpt, &f32_pkg, &ExportOptions::default()).unwrap();
+    export(&ckpt, &int8_pkg, &ExportOptions::int8()).unwrap();
+    let data = tmp.path().join("dev.tsv");
+    std::fs::write(&data, SST2).unwrap();
+    let same = cosee_tools::compare::compare_packages(&f32_pkg, &f32_pkg, &data, None, None, false).unwrap();
+    assert!(same.exits.iter().all(|e| e.max_abs_logit_delta == 0.0 && e.same_prediction == 1.0));
+    let c = cosee_tools::compare::compare_packages(&f32_pkg, &int8_pkg, &data, None, Some(10), false).unwrap();
+    assert_eq!((c.num_examples, c.exits.len()), (10, 2));
+    for e in &c.exits {
+        assert!(e.max_abs_logit_delta > 0.0 && e.max_abs_logit_delta < 0.25, "{e:?}");
+    }
+}

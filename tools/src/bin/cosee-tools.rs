@@ -93,6 +93,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run two packages of one model (e.g. f32 and int8) over labelled data at full depth: per-exit max |Δlogit|,
+    /// argmax agreement and accuracy of each.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        task: Option<Task>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Summarize a package: layers, files, quantization, signal, calibration.
     Inspect {
         package: PathBuf,
@@ -224,6 +238,26 @@ fn main() -> Result<()> {
                     report.signal,
                     if dry_run { " — dry run, manifest unchanged" } else { " written to the manifest" }
                 );
+            }
+        }
+        Command::Compare { a, b, data, task, limit, json } => {
+            let c = cosee_tools::compare::compare_packages(&a, &b, &data, task, limit, !json)
+                .with_context(|| format!("comparing {} and {}", a.display(), b.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!("{} examples; A = {}, B = {}", c.num_examples, a.display(), b.display());
+                println!("{:>5} {:>14} {:>10} {:>8} {:>8}", "exit", "max |Δlogit|", "same pred", "acc A", "acc B");
+                for e in &c.exits {
+                    println!(
+                        "{:>5} {:>14.2e} {:>9.2}% {:>7.2}% {:>7.2}%",
+                        e.layer,
+                        e.max_abs_logit_delta,
+                        100.0 * e.same_prediction,
+                        100.0 * e.accuracy_a,
+                        100.0 * e.accuracy_b
+                    );
+                }
             }
         }
         Command::Inspect { package, json } => {
