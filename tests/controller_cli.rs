@@ -254,11 +254,32 @@ fn serve_answers_every_line_and_saves_energy_on_a_low_battery() {
     std::fs::create_dir_all(thermal.join("thermal_zone0")).unwrap();
     std::fs::write(thermal.join("thermal_zone0/temp"), "41000\n").unwrap();
 
-    let engine = Engine::load(package()).unwrap();
-    let ladder = Ladder::from_manifest(engine.manifest());
-    // Configured at the most accurate rung: the low-battery saver moves two rungs faster (or to the fastest).
+    // A copy of the package with a synthetic five-point table (accuracy falling as speed rises), so that the
+    // ladder has rungs to move along whatever the random weights' own calibration looks like.
+    let model = dir.path().join("package");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(package()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let mut manifest = Manifest::read(&model).unwrap();
+    let points = (0..5)
+        .map(|i| CalibrationPoint {
+            threshold: 0.1 + 0.2 * i as f32,
+            accuracy: 0.9 - 0.05 * i as f64,
+            f1: None,
+            layer_speedup: 1.0 + 0.5 * i as f64,
+            exit_histogram: vec![10 * i, 0, 40 - 10 * i],
+        })
+        .collect();
+    manifest.calibration =
+        Some(Calibration { data: "synthetic".into(), num_examples: 40, target_speedup: 2.0, points });
+    manifest.write(&model).unwrap();
+    let ladder = Ladder::from_manifest(&manifest);
+    assert_eq!(ladder.len(), 5);
+    // Configured at the most accurate rung (τ 0.1): the low-battery saver moves two rungs faster, to τ 0.5.
     let configured = ladder.get(0).threshold;
-    let expected = ladder.get(2.min(ladder.fastest())).threshold;
+    let expected = ladder.get(2).threshold;
 
     let mut input = b"a charming journey\nbleak and desperate\n\xff\xfe\nthe movie is great\n".to_vec();
     input.extend_from_slice(b"\n");
@@ -267,7 +288,7 @@ fn serve_answers_every_line_and_saves_energy_on_a_low_battery() {
         &[
             "serve",
             "-m",
-            package().to_str().unwrap(),
+            model.to_str().unwrap(),
             "--threshold",
             &configured.to_string(),
             "--power-root",
@@ -289,8 +310,6 @@ fn serve_answers_every_line_and_saves_energy_on_a_low_battery() {
     for l in [&lines[0], &lines[1], &lines[3]] {
         assert_eq!(l["threshold"].as_f64().unwrap(), expected as f64, "{stderr}");
     }
-    assert!(stderr.contains("energy saver") && stderr.contains("low battery"), "{stderr}");
-    if ladder.len() > 1 {
-        assert!(stderr.contains("power policy: energy saver"), "the τ change is logged with its reason: {stderr}");
-    }
+    assert!(stderr.contains("→ energy saver") && stderr.contains("low battery"), "{stderr}");
+    assert!(stderr.contains("power policy: energy saver"), "the τ change is logged with its reason: {stderr}");
 }

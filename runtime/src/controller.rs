@@ -337,7 +337,7 @@ pub struct ModeChange {
 
 impl fmt::Display for ModeChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "power mode {:?} → {:?}: {}", self.from, self.to, self.supply)?;
+        write!(f, "power mode {} → {}: {}", self.from, self.to, self.supply)?;
         if let Some(t) = self.temperature_c {
             write!(f, ", {t:.1} °C")?;
         }

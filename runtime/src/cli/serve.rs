@@ -79,8 +79,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ladder = ladder
             .with_predictions(|tau| preds.iter().find(|p| (p.threshold - tau).abs() < 1e-6).map(|p| p.percentile_ms));
     }
-    if ladder.len() == 1 {
+    if manifest.calibration.is_none() {
         eprintln!("cosee-edge serve: the package has no calibration table: τ stays at {}", ladder.get(0).threshold);
+    } else if ladder.len() == 1 {
+        eprintln!(
+            "cosee-edge serve: one threshold of the calibration table dominates all others (most accurate and \
+             fastest): τ stays at {}",
+            ladder.get(0).threshold
+        );
     }
     let mut controller = Controller::new(ladder, configured, config)?;
     let mut monitor = PowerMonitor::new(
