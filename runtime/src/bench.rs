@@ -474,7 +474,8 @@ fn stage_costs(samples: &[StageSample], full: &[(FullDepth, f64)]) -> Result<Sta
     let mut lo = 1usize;
     let max = basis.iter().map(|s| s.tokens).max().unwrap_or(0);
     while lo <= max {
-        let hi = if lo == 1 { 16 } else { lo * 2 - 1 };
+        // 1–16, 17–32, 33–64, 65–128, …
+        let hi = if lo == 1 { 16 } else { 2 * (lo - 1) };
         let inside: Vec<&StageSample> = basis.iter().filter(|s| (lo..=hi).contains(&s.tokens)).collect();
         if !inside.is_empty() {
             let mean = |f: &dyn Fn(&StageSample) -> (f64, usize)| {
@@ -673,6 +674,26 @@ mod tests {
             let mb = peak_rss_mb().unwrap();
             assert!(mb > 0.1 && mb < 1e6, "{mb}");
         }
+    }
+
+    #[test]
+    fn token_buckets_are_powers_of_two() {
+        let sample = |tokens: usize, layer: f64| StageSample {
+            tokens,
+            tokenize_ms: 0.1,
+            embeddings_ms: 0.2,
+            layer_ms: vec![layer, layer],
+            exit_ms: vec![0.01, 0.01],
+            wall_ms: 2.0 * layer + 0.4,
+        };
+        let samples =
+            [sample(5, 1.0), sample(16, 2.0), sample(17, 3.0), sample(32, 4.0), sample(33, 5.0), sample(100, 6.0)];
+        let costs = stage_costs(&samples, &[]).unwrap();
+        let ranges: Vec<(usize, usize, usize)> =
+            costs.by_tokens.iter().map(|b| (b.min_tokens, b.max_tokens, b.inputs)).collect();
+        assert_eq!(ranges, vec![(1, 16, 2), (17, 32, 2), (33, 64, 1), (65, 128, 1)]);
+        assert!((costs.by_tokens[0].layer_ms - 1.5).abs() < 1e-12);
+        assert!((costs.by_tokens[1].exit_ms - 0.01).abs() < 1e-12);
     }
 
     #[test]
