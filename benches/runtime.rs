@@ -134,6 +134,7 @@ fn package_pair_tokenizer(engine: &Engine) -> cosee_runtime::TextTokenizer {
 criterion_group! {
     name = runtime;
     config = Criterion::default()
+        .without_plots()
         .sample_size(10)
         .measurement_time(Duration::from_secs(1))
         .warm_up_time(Duration::from_millis(300));
