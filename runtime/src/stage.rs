@@ -13,7 +13,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 pub(crate) enum StageKind {
     /// (input_ids, token_type_ids, attention_mask) → hidden_states.
     Embeddings,
-    /// (hidden_states, attention_mask) → hidden_states.
+    /// (hidden_states, attention_mask) → next_hidden_states (SSA ONNX cannot reuse the input's name).
     Layer,
     /// hidden_states → logits.
     Exit,
@@ -31,7 +31,8 @@ impl StageKind {
 
     fn output(self) -> &'static str {
         match self {
-            Self::Embeddings | Self::Layer => io_names::HIDDEN_STATES,
+            Self::Embeddings => io_names::HIDDEN_STATES,
+            Self::Layer => io_names::LAYER_OUTPUT,
             Self::Exit => io_names::LOGITS,
         }
     }

@@ -1,0 +1,122 @@
+//! `cosee-edge classify --model DIR [--threshold T] [--signal NAME] [--json] [TEXT ...]`
+//!
+//! With TEXT arguments: one answer per text, a human line each (label, probability, exit layer / layers, signal,
+//! time) or, with `--json`, one JSON object per line. Without: reads stdin one input per line (a pair as
+//! `first<TAB>second`) and writes one JSON object per line, as each line is answered. A line that cannot be
+//! classified (empty, whitespace only, invalid UTF-8…) answers `{"input": n, "error": "..."}` and the next line goes
+//! on. Every JSON object carries `input`, the 1-based argument or line number it answers.
+
+use super::{UsageError, EXIT_INPUT_ERRORS, EXIT_OK};
+use anyhow::Context;
+use cosee_runtime::{Answer, Engine, ExitPolicy, ExitSignal, Input, RunError};
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model package directory (written by `cosee-tools export`).
+    #[arg(long, short = 'm', value_name = "DIR")]
+    pub model: PathBuf,
+    /// Exit threshold τ. Default: the package's `default_threshold`. Energy and entropy exit below τ, max_softmax
+    /// above τ, patience once that many consecutive layers agree.
+    #[arg(long, short = 't', value_name = "T")]
+    pub threshold: Option<f32>,
+    /// Exit signal: energy, entropy, max_softmax or patience. Default: the package's. Another signal than the
+    /// package's needs --threshold (the default τ belongs to the package's signal).
+    #[arg(long, value_name = "NAME")]
+    pub signal: Option<ExitSignal>,
+    /// One JSON object per input and line instead of human lines (stdin input is always answered in JSON).
+    #[arg(long)]
+    pub json: bool,
+    /// Texts to classify, each one input (a pair as `first<TAB>second`). None: read stdin, one input per line.
+    #[arg(value_name = "TEXT")]
+    pub texts: Vec<OsString>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let engine = Engine::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let policy = policy(&engine, &args)?;
+    let pair_task = engine.manifest().task.is_pair();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+
+    if args.texts.is_empty() {
+        let stdin = std::io::stdin();
+        let mut reader = stdin.lock();
+        let mut raw = Vec::new();
+        let mut number = 0usize;
+        loop {
+            raw.clear();
+            // Raw bytes, not `lines()`: a line of invalid UTF-8 must answer with an error, not end the loop.
+            if reader.read_until(b'\n', &mut raw).context("cannot read stdin")? == 0 {
+                break;
+            }
+            number += 1;
+            let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+            let result = match std::str::from_utf8(line) {
+                Ok(text) => classify(&engine, Input::from_line(text, pair_task), policy),
+                Err(e) => Err(format!("line is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to())),
+            };
+            failed += usize::from(result.is_err());
+            writeln!(out, "{}", json_line(number, &result)).context("cannot write to stdout")?;
+            out.flush().context("cannot write to stdout")?;
+        }
+    } else {
+        for (i, arg) in args.texts.iter().enumerate() {
+            let number = i + 1;
+            let result = match arg.to_str() {
+                Some(text) => classify(&engine, Input::from_line(text, pair_task), policy),
+                None => Err("argument is not valid UTF-8".to_string()),
+            };
+            failed += usize::from(result.is_err());
+            if args.json {
+                writeln!(out, "{}", json_line(number, &result)).context("cannot write to stdout")?;
+            } else {
+                match &result {
+                    Ok(answer) => writeln!(out, "{answer}").context("cannot write to stdout")?,
+                    Err(message) => eprintln!("cosee-edge: input {number}: {message}"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::from(if failed == 0 { EXIT_OK } else { EXIT_INPUT_ERRORS }))
+}
+
+/// The package's policy, with the command line's overrides.
+fn policy(engine: &Engine, args: &Args) -> anyhow::Result<ExitPolicy> {
+    let default = engine.default_policy();
+    let signal = args.signal.unwrap_or(default.signal);
+    let threshold = match args.threshold {
+        Some(t) if !t.is_finite() => return Err(UsageError(format!("--threshold {t} is not a finite number")).into()),
+        Some(t) => t,
+        None if signal != default.signal => {
+            return Err(UsageError(format!(
+                "--signal {signal} differs from the package's signal ({}): give --threshold too",
+                default.signal
+            ))
+            .into())
+        }
+        None => default.threshold,
+    };
+    Ok(ExitPolicy { signal, threshold })
+}
+
+fn classify(engine: &Engine, input: Input, policy: ExitPolicy) -> Result<Answer, String> {
+    engine.classify_with(&input, policy).map_err(|e: RunError| e.to_string())
+}
+
+/// One JSON line: the answer's fields, or `error`, plus the 1-based `input` number.
+fn json_line(number: usize, result: &Result<Answer, String>) -> String {
+    let mut object = match result {
+        Ok(answer) => match serde_json::to_value(answer) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::from_iter([("error".to_string(), "cannot serialize the answer".into())]),
+        },
+        Err(message) => serde_json::Map::from_iter([("error".to_string(), message.as_str().into())]),
+    };
+    object.insert("input".into(), number.into());
+    serde_json::Value::Object(object).to_string()
+}

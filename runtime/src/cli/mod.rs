@@ -1,0 +1,51 @@
+//! The subcommands of `cosee-edge`, one module each. They parse nothing themselves (clap does, from their `Args`)
+//! and compute nothing themselves (the library does): they load, loop over inputs and print.
+
+pub mod bench;
+pub mod classify;
+pub mod serve;
+pub mod tune;
+
+use std::process::ExitCode;
+
+/// Every input answered.
+pub const EXIT_OK: u8 = 0;
+/// At least one input failed; it was answered with an error and the others went on.
+pub const EXIT_INPUT_ERRORS: u8 = 1;
+/// The command line is wrong (also clap's own code for usage errors).
+pub const EXIT_USAGE: u8 = 2;
+/// The package failed to load, or reading input / writing output failed.
+pub const EXIT_FATAL: u8 = 3;
+
+/// A command-line mistake clap cannot see (e.g. two flags that only make sense together).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Prints a subcommand's fatal error and picks the exit code: usage mistakes get 2, everything else 3.
+pub fn fatal(e: &anyhow::Error) -> ExitCode {
+    // Many errors repeat their source in their own message; print each cause once.
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    eprintln!("cosee-edge: error: {message}");
+    if e.downcast_ref::<UsageError>().is_some() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::from(EXIT_FATAL)
+    }
+}

@@ -1,0 +1,275 @@
+//! `cosee-edge classify` and the engine under it, on a real package: a tiny random checkpoint (3 layers, hidden 32)
+//! exported by `cosee-tools`.
+//!
+//! The engine is tested through the library (exit at τ extremes, the exit loop against the full-depth run, bad
+//! inputs, non-finite logits); the command line through the built binary. Finding that binary: `env!
+//! ("CARGO_BIN_EXE_cosee-edge")` only exists in the runtime package's own tests, and `cargo test -p cosee-suite`
+//! does not build other packages' binaries, so the test asks cargo to build it (`cargo build -p cosee-runtime --bin
+//! cosee-edge`, same cargo and profile as the test; a no-op when it is up to date) and takes the executable's path
+//! from cargo's JSON messages. That works with any target directory and never runs a stale binary.
+
+use cosee_runtime::signal::softmax;
+use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, InputError, RunError, Task};
+use cosee_tools::export::{export, ExportOptions};
+use cosee_tools::testing::tiny_config;
+use cosee_tools::write_random_checkpoint;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+const SENTENCES: [&str; 4] = [
+    "a charming and often affecting journey",
+    "unflinchingly bleak and desperate",
+    "the movie is great",
+    "it 's a bad film , and the acting is worse",
+];
+
+fn export_tiny(root: &Path, task: Task, options: &ExportOptions, poison: Option<&str>) -> PathBuf {
+    let checkpoint = root.join("checkpoint");
+    write_random_checkpoint(&checkpoint, &tiny_config(3, 32, 4, task, ExitSignal::Energy), 11).unwrap();
+    if let Some(tensor) = poison {
+        fill_with_nan(&checkpoint.join("model.safetensors"), tensor);
+    }
+    let package = root.join("package");
+    export(&checkpoint, &package, options).unwrap();
+    package
+}
+
+/// The shared SST-2 package of these tests, exported once.
+fn package() -> &'static Path {
+    static PACKAGE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &PACKAGE
+        .get_or_init(|| {
+            let root = tempfile::tempdir().unwrap();
+            let package = export_tiny(root.path(), Task::Sst2, &ExportOptions::default(), None);
+            (root, package)
+        })
+        .1
+}
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::load(package()).unwrap())
+}
+
+/// Overwrites one f32 tensor of a safetensors file with NaN, in place (the format: u64 header length, JSON header
+/// with each tensor's dtype and data offsets, then the data).
+fn fill_with_nan(path: &Path, tensor: &str) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let info = &header[tensor];
+    assert_eq!(info["dtype"], "F32", "{tensor} in {header}");
+    let start = 8 + header_len + info["data_offsets"][0].as_u64().unwrap() as usize;
+    let end = 8 + header_len + info["data_offsets"][1].as_u64().unwrap() as usize;
+    for value in bytes[start..end].chunks_exact_mut(4) {
+        value.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn energy(threshold: f32) -> ExitPolicy {
+    ExitPolicy { signal: ExitSignal::Energy, threshold }
+}
+
+#[test]
+fn threshold_forcing_full_depth_answers_at_the_last_layer() {
+    for text in SENTENCES {
+        // Normalized energy is > 0: nothing is below τ = 0.
+        let a = engine().classify_with(&Input::single(text), energy(0.0)).unwrap();
+        assert_eq!((a.exit_layer, a.num_layers), (3, 3));
+        assert_eq!(a.signals.len(), 3);
+        assert!(a.stage_ms.get(cosee_runtime::Stage::Layer(3)).is_some());
+    }
+}
+
+#[test]
+fn threshold_exiting_at_once_answers_at_layer_one() {
+    for text in SENTENCES {
+        // Normalized energy is < 1: everything is below τ = 1.
+        let a = engine().classify_with(&Input::single(text), energy(1.0)).unwrap();
+        assert_eq!(a.exit_layer, 1);
+        assert_eq!(a.signals.len(), 1);
+        // Layers after the exit never ran.
+        assert!(a.stage_ms.get(cosee_runtime::Stage::Layer(2)).is_none());
+        assert!((a.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn the_exit_loop_agrees_with_the_full_depth_run() {
+    for text in SENTENCES {
+        let input = Input::single(text);
+        let full = engine().run_all_exits(&input).unwrap();
+        assert_eq!(full.logits.len(), 3);
+        for signal in [ExitSignal::Energy, ExitSignal::Entropy, ExitSignal::MaxSoftmax] {
+            let signals: Vec<f32> = full.logits.iter().map(|z| signal.of_logits(z)).collect();
+            for &tau in &signals {
+                // τ at each layer's own signal, nudged both ways, so that exits happen at every layer.
+                for tau in [tau * 0.999, tau, tau * 1.001] {
+                    let policy = ExitPolicy { signal, threshold: tau };
+                    let a = engine().classify_with(&input, policy).unwrap();
+                    let expected = cosee_runtime::signal::exit_layer(signal, &signals, tau);
+                    assert_eq!(a.exit_layer, expected, "{signal} τ={tau} {signals:?}");
+                    assert_eq!(full.exit_layer(policy), expected);
+                    assert_eq!(a.probs, softmax(&full.logits[expected - 1]));
+                    assert_eq!(a.signals, signals[..expected]);
+                }
+            }
+        }
+        let patience = ExitPolicy { signal: ExitSignal::Patience, threshold: 1.0 };
+        assert_eq!(engine().classify_with(&input, patience).unwrap().exit_layer, full.exit_layer(patience));
+    }
+}
+
+#[test]
+fn bad_inputs_fail_alone() {
+    let e = engine();
+    assert!(matches!(e.classify(&Input::single("")), Err(RunError::Input(InputError::Empty))));
+    assert!(matches!(e.classify(&Input::single(" \t ")), Err(RunError::Input(InputError::WhitespaceOnly))));
+    assert!(matches!(e.classify(&Input::pair("a", "b")), Err(RunError::Input(InputError::Arity(_)))));
+    let huge: String = SENTENCES.join(" ").chars().cycle().take(100_000).collect();
+    let start = std::time::Instant::now();
+    let a = e.classify_with(&Input::single(&huge), energy(0.0)).unwrap();
+    assert!(a.truncated);
+    assert_eq!(a.tokens, e.manifest().max_seq_len);
+    assert!(a.stage_ms.get(cosee_runtime::Stage::Tokenize).unwrap() < 100.0, "{:?}", start.elapsed());
+    // The engine is unharmed.
+    assert!(!e.classify(&Input::single(SENTENCES[0])).unwrap().truncated);
+}
+
+#[test]
+fn pair_tasks_take_pairs() {
+    let root = tempfile::tempdir().unwrap();
+    let engine = Engine::load(&export_tiny(root.path(), Task::Mrpc, &ExportOptions::default(), None)).unwrap();
+    let a = engine.classify(&Input::from_line("the movie is great\tit is a great film", true)).unwrap();
+    assert!(["not_equivalent", "equivalent"].contains(&a.label.as_str()));
+    let err = engine.classify(&Input::single("only one sentence")).unwrap_err();
+    assert!(err.to_string().contains("TAB"), "{err}");
+}
+
+#[test]
+fn non_finite_exit_logits_are_skipped_and_flagged() {
+    let root = tempfile::tempdir().unwrap();
+    // NaN in exit 1's classifier bias: exit 1's logits are NaN for every input. The self-check would (rightly)
+    // refuse such a package, so it is skipped.
+    let options = ExportOptions { self_check: false, ..ExportOptions::default() };
+    let engine =
+        Engine::load(&export_tiny(root.path(), Task::Sst2, &options, Some("exits.0.classifier.bias"))).unwrap();
+    let a = engine.classify_with(&Input::single(SENTENCES[0]), energy(1.0)).unwrap();
+    // τ = 1 exits wherever the signal is a number: exit 1 cannot, exit 2 does.
+    assert_eq!(a.exit_layer, 2);
+    assert_eq!(a.skipped_exits, [1]);
+    assert!(a.signals[0].is_nan() && a.signals[1].is_finite());
+    assert!(a.probs.iter().all(|p| p.is_finite()));
+    let json = serde_json::to_value(&a).unwrap();
+    assert!(json["signals"][0].is_null());
+    assert_eq!(json["skipped_exits"], serde_json::json!([1]));
+}
+
+// ---- the binary ----
+
+fn cosee_edge() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "cosee-runtime", "--bin", "cosee-edge", "--message-format=json-render-diagnostics"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).stderr(Stdio::inherit()).output().unwrap();
+        assert!(out.status.success(), "cargo build of cosee-edge failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "cosee-edge")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no cosee-edge executable")
+    })
+}
+
+fn classify(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(cosee_edge());
+    cmd.arg("classify").arg("--model").arg(package()).args(args);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn cli_prints_label_and_exit_layer() {
+    let out = classify(&["--threshold", "0", SENTENCES[0]], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    assert!(text.starts_with("negative") || text.starts_with("positive"), "{text}");
+    assert!(text.contains("exit 3/3"), "{text}");
+    let out = classify(&["--threshold", "1", SENTENCES[0], SENTENCES[1]], None);
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.lines().all(|l| l.contains("exit 1/3")), "{text}");
+}
+
+#[test]
+fn cli_json_keys() {
+    let out = classify(&["--json", "--signal", "max_softmax", "--threshold", "0.0", SENTENCES[2]], None);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    for key in ["label", "probs", "exit_layer", "num_layers", "signals", "stage_ms", "truncated", "input"] {
+        assert!(v.get(key).is_some(), "missing `{key}` in {v}");
+    }
+    assert_eq!(v["exit_layer"], 1);
+    assert_eq!(v["signal"], "max_softmax");
+    assert!(v["stage_ms"]["embeddings"].as_f64().unwrap() >= 0.0);
+    assert!(v["stage_ms"]["exit_01"].is_number());
+}
+
+#[test]
+fn cli_stdin_answers_every_line_even_bad_ones() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"a charming and often affecting journey\n");
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(b"  \t  \n");
+    input.extend_from_slice(SENTENCES.join(" ").repeat(3000)[..100_000].as_bytes());
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(b"invalid \xff\xfe utf-8\n");
+    input.extend_from_slice(b"the movie is great\r\n");
+    input.extend_from_slice(b"no final newline");
+    let out = classify(&[], Some(&input));
+    assert_eq!(out.status.code(), Some(1), "some lines failed: exit code 1");
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 7);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["input"], i + 1);
+    }
+    let answered = |i: usize| lines[i].get("label").is_some() && lines[i].get("error").is_none();
+    assert!(answered(0) && answered(3) && answered(5) && answered(6), "{lines:?}");
+    assert!(lines[1]["error"].as_str().unwrap().contains("empty"));
+    assert!(lines[2]["error"].as_str().unwrap().contains("whitespace"));
+    assert!(lines[4]["error"].as_str().unwrap().contains("UTF-8"));
+    assert_eq!(lines[3]["truncated"], true);
+    assert_eq!(lines[0]["truncated"], false);
+}
+
+#[test]
+fn cli_exit_codes() {
+    let ok = classify(&[], Some(b"the movie is great\n"));
+    assert_eq!(ok.status.code(), Some(0));
+    let out = Command::new(cosee_edge()).args(["classify", "--model", "/nonexistent/package", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.json"));
+    // Another signal than the package's needs its own threshold.
+    let out = classify(&["--signal", "patience", "x"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threshold"));
+    let out = classify(&[""], None);
+    assert_eq!(out.status.code(), Some(1));
+}
