@@ -8,6 +8,7 @@
 //! - [`train`]: the training loop (AdamW, linear decay, clipping, accumulation, checkpoints, resume).
 //! - [`eval`]: the τ sweep, per-layer accuracy and DIS, JSON/CSV reports; [`plot`]: PNG charts.
 //! - [`device`]: device selection and libtorch threads.
+//! - [`verify`]: parity of a checkpoint with the package exported from it (logits, exit decisions, accuracy).
 
 pub mod data;
 pub mod device;
@@ -18,6 +19,7 @@ pub mod objective;
 pub mod plot;
 pub mod tokenize;
 pub mod train;
+pub mod verify;
 
 pub use error::{Result, TrainerError};
 pub use model::MultiExitBert;
