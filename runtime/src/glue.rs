@@ -187,7 +187,12 @@ pub fn parse_tsv(task: Task, text: &str, origin: &str) -> Result<Vec<Example>, D
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() < needed {
-            return Err(DataError::ShortLine { path: origin.to_string(), line: index + 1, expected: needed, found: fields.len() });
+            return Err(DataError::ShortLine {
+                path: origin.to_string(),
+                line: index + 1,
+                expected: needed,
+                found: fields.len(),
+            });
         }
         let label = match label_col {
             Some(col) => Some(task.parse_label(fields[col]).ok_or_else(|| DataError::UnknownLabel {

@@ -26,11 +26,11 @@ pub use engine::{Engine, ExitPolicy, FullDepth};
 pub use error::{InputError, LoadError, RunError};
 pub use package::Package;
 pub use tokenize::{Encoded, Input, TextTokenizer};
+pub mod bench;
 pub mod controller;
 pub mod power;
 pub mod profile;
 pub mod tune;
-pub mod bench;
 
 pub use glue::{Example, Task};
 pub use manifest::Manifest;

@@ -147,7 +147,8 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Self, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io { path: display.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| ManifestError::Io { path: display.clone(), source })?;
         // Look at the version first so that a future format fails with the right message, not a parse error.
         let raw: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| ManifestError::Parse { path: display.clone(), source })?;
@@ -227,7 +228,10 @@ mod tests {
                     exit_histogram: vec![4, 0],
                 }],
             }),
-            quantization: Quantization { scheme: QuantScheme::Int8PerTokenSymmetric, embeddings: EmbeddingStorage::F16 },
+            quantization: Quantization {
+                scheme: QuantScheme::Int8PerTokenSymmetric,
+                embeddings: EmbeddingStorage::F16,
+            },
             files: BTreeMap::from([("embeddings.onnx".into(), FileDigest { sha256: "00".into(), bytes: 1 })]),
         }
     }
@@ -238,7 +242,10 @@ mod tests {
         let m = sample();
         m.write(dir.path()).unwrap();
         assert_eq!(Manifest::read(dir.path()).unwrap(), m);
-        assert_eq!(m.stage_files(), ["embeddings.onnx", "layer_01.onnx", "exit_01.onnx", "layer_02.onnx", "exit_02.onnx"]);
+        assert_eq!(
+            m.stage_files(),
+            ["embeddings.onnx", "layer_01.onnx", "exit_01.onnx", "layer_02.onnx", "exit_02.onnx"]
+        );
         assert!(m.calibration_at(0.3).is_some());
     }
 

@@ -131,7 +131,8 @@ mod tests {
     fn dis_by_hand() {
         // Max-softmax (higher = more confident). Correct samples at 0.9, 0.8; wrong at 0.7, 0.85.
         // Pairs (easy, hard): (0.9, 0.7) ok, (0.9, 0.85) ok, (0.8, 0.7) ok, (0.8, 0.85) inverted: DIS = 3/4.
-        let dis = difficulty_inversion_score(ExitSignal::MaxSoftmax, &[0.9, 0.8, 0.7, 0.85], &[true, true, false, false]);
+        let dis =
+            difficulty_inversion_score(ExitSignal::MaxSoftmax, &[0.9, 0.8, 0.7, 0.85], &[true, true, false, false]);
         assert!((dis.unwrap() - 0.75).abs() < 1e-12);
         // Energy grows with difficulty: low energy on right answers is perfect ranking.
         let dis = difficulty_inversion_score(ExitSignal::Energy, &[0.1, 0.2, 0.5, 0.6], &[true, true, false, false]);

@@ -97,9 +97,7 @@ impl FromStr for ExitSignal {
             "entropy" => Ok(Self::Entropy),
             "max_softmax" | "softmax" => Ok(Self::MaxSoftmax),
             "patience" | "pabee" => Ok(Self::Patience),
-            other => Err(format!(
-                "unknown exit signal '{other}' (expected energy, entropy, max_softmax or patience)"
-            )),
+            other => Err(format!("unknown exit signal '{other}' (expected energy, entropy, max_softmax or patience)")),
         }
     }
 }
@@ -200,11 +198,7 @@ impl SignalTracker {
 /// signal meets τ, else the last layer. NaN signals never meet τ.
 pub fn exit_layer(signal: ExitSignal, signals: &[f32], tau: f32) -> usize {
     let m = signals.len();
-    signals[..m.saturating_sub(1)]
-        .iter()
-        .position(|&s| signal.meets(s, tau))
-        .map(|i| i + 1)
-        .unwrap_or(m)
+    signals[..m.saturating_sub(1)].iter().position(|&s| signal.meets(s, tau)).map(|i| i + 1).unwrap_or(m)
 }
 
 #[cfg(test)]
