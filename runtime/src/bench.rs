@@ -10,6 +10,7 @@
 //! `tune` and the controller. The result is one struct; the table and the JSON are two printers over it.
 
 use crate::answer::{Stage, StageTimes};
+use crate::backend::Backend;
 use crate::engine::{Engine, ExitPolicy, FullDepth};
 use crate::error::{LoadError, RunError};
 use crate::glue::{self, DataError, Example, Task};
@@ -285,22 +286,22 @@ fn sample_of(stage_ms: &StageTimes, tokens: usize, wall_ms: f64) -> StageSample 
     s
 }
 
-fn early_exit(engine: &Engine, input: &Input, policy: ExitPolicy) -> Result<Timed, RunError> {
+fn early_exit<B: Backend>(engine: &Engine<B>, input: &Input, policy: ExitPolicy) -> Result<Timed, RunError> {
     let start = Instant::now();
     let a = engine.classify_with(input, policy)?;
     let wall_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(Timed { wall_ms, exit_layer: a.exit_layer, label: a.label_index, stage_ms: a.stage_ms, tokens: a.tokens })
 }
 
-fn full_depth(engine: &Engine, input: &Input) -> Result<(FullDepth, f64), RunError> {
+fn full_depth<B: Backend>(engine: &Engine<B>, input: &Input) -> Result<(FullDepth, f64), RunError> {
     let start = Instant::now();
     let f = engine.run_all_exits(input)?;
     Ok((f, start.elapsed().as_secs_f64() * 1e3))
 }
 
 /// Measures `examples` on a loaded engine. `progress(done, total)` is called after each input.
-pub fn run(
-    engine: &Engine,
+pub fn run<B: Backend>(
+    engine: &Engine<B>,
     cold_start_ms: f64,
     model: &str,
     data: &str,

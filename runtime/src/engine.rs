@@ -2,19 +2,18 @@
 //!
 //! The exit loop is [`Engine::classify_with`]: tokenize → embeddings → for m in 1..=M { layer m → exit m → signal →
 //! stop if it meets τ }; the last layer always answers. Unlike the paper's reference code, which runs every layer and
-//! picks the exit afterwards, the layers after the exit are never computed. Plans are optimized once, in
-//! [`Engine::new`]; a call only tokenizes and runs them.
+//! picks the exit afterwards, the layers after the exit are never computed. Stages are loaded once, in
+//! [`Engine::new`] (tract) or [`Engine::with_backend`] (any [`Backend`]); a call only tokenizes and runs them.
 
 use crate::answer::{Answer, Stage, StageTimes};
+use crate::backend::{Backend, TractBackend};
 use crate::error::{InputError, LoadError, RunError};
-use crate::manifest::{self, Manifest};
+use crate::manifest::Manifest;
 use crate::package::Package;
 use crate::signal::{softmax, ExitSignal, SignalTracker};
-use crate::stage::{Shapes, StageKind, StagePlan};
 use crate::tokenize::{Encoded, Input};
 use std::path::Path;
 use std::time::Instant;
-use tract_onnx::prelude::{IntoTValue, TValue, Tensor, TractError};
 
 /// Which signal decides the exit, at which threshold. Defaults to the package's ([`Engine::default_policy`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,33 +46,35 @@ impl FullDepth {
     }
 }
 
-/// A loaded package: validated files, a tokenizer and one optimized tract plan per stage.
+/// A loaded package: validated files, a tokenizer and every stage ready to run on backend `B` (tract by default:
+/// one optimized plan per stage, see [`Backend`]).
 #[derive(Debug, Clone)]
-pub struct Engine {
+pub struct Engine<B = TractBackend> {
     package: Package,
-    embeddings: StagePlan,
-    layers: Vec<StagePlan>,
-    exits: Vec<StagePlan>,
+    backend: B,
 }
 
 impl Engine {
-    /// Opens, validates and loads the package in `dir`.
+    /// Opens, validates and loads the package in `dir` on tract.
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
         Self::new(Package::open(dir)?)
     }
 
-    /// Builds every stage's plan (parse, fix input facts, check shapes against the manifest, optimize) once.
+    /// Builds every stage's tract plan (parse, fix input facts, check shapes against the manifest, optimize) once.
     pub fn new(package: Package) -> Result<Self, LoadError> {
-        let m = package.manifest();
-        let shapes = Shapes { hidden: m.hidden_size, labels: m.label_names.len() };
-        let embeddings = StagePlan::load(&package.path(manifest::EMBEDDINGS_FILE), StageKind::Embeddings, shapes)?;
-        let mut layers = Vec::with_capacity(m.num_layers);
-        let mut exits = Vec::with_capacity(m.num_layers);
-        for layer in 1..=m.num_layers {
-            layers.push(StagePlan::load(&package.path(&manifest::layer_file(layer)), StageKind::Layer, shapes)?);
-            exits.push(StagePlan::load(&package.path(&manifest::exit_file(layer)), StageKind::Exit, shapes)?);
-        }
-        Ok(Self { package, embeddings, layers, exits })
+        Self::with_backend(package)
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// Loads every stage of a validated package on backend `B`: `Engine::<OrtBackend>::with_backend(package)`.
+    pub fn with_backend(package: Package) -> Result<Self, LoadError> {
+        let backend = B::load(&package)?;
+        Ok(Self { package, backend })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     pub fn package(&self) -> &Package {
@@ -85,7 +86,7 @@ impl Engine {
     }
 
     pub fn num_layers(&self) -> usize {
-        self.layers.len()
+        self.backend.num_layers()
     }
 
     /// The package's signal and default threshold.
@@ -114,15 +115,16 @@ impl Engine {
         let (mut hidden, mask) = self.embed(&encoded, &mut times)?;
 
         let mut walk = ExitWalk::new(policy, num_layers);
-        let mut logits: Vec<f32> = Vec::with_capacity(self.manifest().label_names.len());
+        let labels = self.manifest().label_names.len();
+        let mut logits: Vec<f32> = Vec::with_capacity(labels);
+        let mut z: Vec<f32> = Vec::with_capacity(labels);
         for m in 1..=num_layers {
-            hidden = run_stage(&self.layers[m - 1], Stage::Layer(m), &[&hidden, &mask], &mut times)?;
-            let out = run_stage(&self.exits[m - 1], Stage::Exit(m), &[&hidden], &mut times)?;
-            let z = f32s(&out).map_err(|e| stage_error(&self.exits[m - 1], e))?;
-            let stop = walk.observe(m, z);
+            hidden = timed(&mut times, Stage::Layer(m), || self.backend.layer(m, hidden, &mask))?;
+            timed(&mut times, Stage::Exit(m), || self.backend.exit(m, &hidden, &mut z))?;
+            let stop = walk.observe(m, &z);
             if walk.answering == Some(m) {
                 logits.clear();
-                logits.extend_from_slice(z);
+                logits.extend_from_slice(&z);
             }
             if stop {
                 break;
@@ -144,28 +146,17 @@ impl Engine {
         let (mut hidden, mask) = self.embed(&encoded, &mut times)?;
         let mut logits = Vec::with_capacity(num_layers);
         for m in 1..=num_layers {
-            hidden = run_stage(&self.layers[m - 1], Stage::Layer(m), &[&hidden, &mask], &mut times)?;
-            let out = run_stage(&self.exits[m - 1], Stage::Exit(m), &[&hidden], &mut times)?;
-            logits.push(f32s(&out).map_err(|e| stage_error(&self.exits[m - 1], e))?.to_vec());
+            hidden = timed(&mut times, Stage::Layer(m), || self.backend.layer(m, hidden, &mask))?;
+            let mut z = Vec::with_capacity(self.manifest().label_names.len());
+            timed(&mut times, Stage::Exit(m), || self.backend.exit(m, &hidden, &mut z))?;
+            logits.push(z);
         }
         Ok(FullDepth { logits, stage_ms: times, tokens: encoded.len(), truncated: encoded.truncated })
     }
 
     /// The embeddings stage; returns the hidden states and the attention mask every layer takes.
-    fn embed(&self, encoded: &Encoded, times: &mut StageTimes) -> Result<(TValue, TValue), RunError> {
-        let start = Instant::now();
-        let shape = [1, encoded.len()];
-        let tensor = |values: &[i64]| -> Result<TValue, RunError> {
-            Tensor::from_shape(&shape, values)
-                .map(IntoTValue::into_tvalue)
-                .map_err(|e| stage_error(&self.embeddings, e))
-        };
-        let ids = tensor(&encoded.input_ids)?;
-        let types = tensor(&encoded.token_type_ids)?;
-        let mask = tensor(&encoded.attention_mask)?;
-        let hidden = self.embeddings.run(&[&ids, &types, &mask]).map_err(|e| stage_error(&self.embeddings, e))?;
-        times.push(Stage::Embeddings, start.elapsed());
-        Ok((hidden, mask))
+    fn embed(&self, encoded: &Encoded, times: &mut StageTimes) -> Result<(B::Hidden, B::Mask), RunError> {
+        timed(times, Stage::Embeddings, || self.backend.embed(encoded))
     }
 
     fn answer(&self, logits: &[f32], walk: ExitWalk, policy: ExitPolicy, times: StageTimes, enc: &Encoded) -> Answer {
@@ -228,19 +219,11 @@ impl ExitWalk {
 }
 
 /// Runs one stage and records its time.
-fn run_stage(stage: &StagePlan, name: Stage, inputs: &[&TValue], times: &mut StageTimes) -> Result<TValue, RunError> {
+fn timed<T>(times: &mut StageTimes, name: Stage, f: impl FnOnce() -> Result<T, RunError>) -> Result<T, RunError> {
     let start = Instant::now();
-    let out = stage.run(inputs).map_err(|e| stage_error(stage, e))?;
+    let out = f()?;
     times.push(name, start.elapsed());
     Ok(out)
-}
-
-fn f32s(value: &TValue) -> Result<&[f32], TractError> {
-    value.try_as_plain_ram()?.as_slice::<f32>()
-}
-
-fn stage_error(stage: &StagePlan, e: TractError) -> RunError {
-    RunError::Stage { stage: stage.file.clone(), message: format!("{e:#}") }
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ pub enum LoadError {
     /// Consecutive stages disagree on a shape (e.g. a layer of another hidden size spliced into the package).
     #[error("{path}: {what} has shape {found}, expected {expected}")]
     ShapeMismatch { path: String, what: String, expected: String, found: String },
+    /// The stage backend itself is unavailable (e.g. ONNX Runtime's library for the `ort` feature's backend).
+    #[error("{backend} backend: {message}")]
+    Backend { backend: &'static str, message: String },
 }
 
 /// An input that cannot be classified as given. The message is meant for the person who sent it.

@@ -1,0 +1,101 @@
+//! What runs a package's stage graphs: a small trait, so that the exit loop ([`crate::Engine::classify_with`]) is
+//! the same whichever engine computes the layers. [`TractBackend`] (the default) plans every stage with tract; with
+//! the `ort` cargo feature, [`crate::ort_backend::OrtBackend`] runs the same ONNX files in ONNX Runtime.
+//!
+//! A backend keeps the hidden states between stages in its own tensor type (no copy between layers); only the
+//! logits of each executed exit come back as plain `f32`s, for the exit decision.
+
+use crate::error::{LoadError, RunError};
+use crate::manifest;
+use crate::package::Package;
+use crate::stage::{Shapes, StageKind, StagePlan};
+use crate::tokenize::Encoded;
+use tract_onnx::prelude::{IntoTValue, TValue, Tensor, TractError};
+
+/// Runs one package's stages: the embeddings, layer m (1-based) and exit m, one input (batch 1) at a time.
+///
+/// Implementations are built once from a validated [`Package`] (every graph loaded and shape-checked there) and
+/// are shared across threads; a call only runs one stage.
+pub trait Backend: Sized + Send + Sync + std::fmt::Debug {
+    /// The hidden states `[1, tokens, hidden]` between stages, in the backend's own form.
+    type Hidden;
+    /// The attention mask `[1, tokens]` every layer takes, in the backend's own form.
+    type Mask;
+
+    /// Loads every stage graph of the package; refuses one that does not fit the package format.
+    fn load(package: &Package) -> Result<Self, LoadError>;
+
+    fn num_layers(&self) -> usize;
+
+    /// The embeddings stage on one encoded input: the first hidden states and the layers' mask.
+    fn embed(&self, encoded: &Encoded) -> Result<(Self::Hidden, Self::Mask), RunError>;
+
+    /// Layer `m` (1-based) on the hidden states of layer `m − 1`.
+    fn layer(&self, m: usize, hidden: Self::Hidden, mask: &Self::Mask) -> Result<Self::Hidden, RunError>;
+
+    /// Exit `m`'s logits on layer `m`'s hidden states, written into `logits` (cleared first).
+    fn exit(&self, m: usize, hidden: &Self::Hidden, logits: &mut Vec<f32>) -> Result<(), RunError>;
+}
+
+/// The default backend: one optimized tract plan per stage.
+#[derive(Debug, Clone)]
+pub struct TractBackend {
+    embeddings: StagePlan,
+    layers: Vec<StagePlan>,
+    exits: Vec<StagePlan>,
+}
+
+impl Backend for TractBackend {
+    type Hidden = TValue;
+    type Mask = TValue;
+
+    /// Builds every stage's plan (parse, fix input facts, check shapes against the manifest, optimize) once.
+    fn load(package: &Package) -> Result<Self, LoadError> {
+        let m = package.manifest();
+        let shapes = Shapes { hidden: m.hidden_size, labels: m.label_names.len() };
+        let embeddings = StagePlan::load(&package.path(manifest::EMBEDDINGS_FILE), StageKind::Embeddings, shapes)?;
+        let mut layers = Vec::with_capacity(m.num_layers);
+        let mut exits = Vec::with_capacity(m.num_layers);
+        for layer in 1..=m.num_layers {
+            layers.push(StagePlan::load(&package.path(&manifest::layer_file(layer)), StageKind::Layer, shapes)?);
+            exits.push(StagePlan::load(&package.path(&manifest::exit_file(layer)), StageKind::Exit, shapes)?);
+        }
+        Ok(Self { embeddings, layers, exits })
+    }
+
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn embed(&self, encoded: &Encoded) -> Result<(TValue, TValue), RunError> {
+        let shape = [1, encoded.len()];
+        let tensor = |values: &[i64]| -> Result<TValue, RunError> {
+            Tensor::from_shape(&shape, values)
+                .map(IntoTValue::into_tvalue)
+                .map_err(|e| stage_error(&self.embeddings, e))
+        };
+        let ids = tensor(&encoded.input_ids)?;
+        let types = tensor(&encoded.token_type_ids)?;
+        let mask = tensor(&encoded.attention_mask)?;
+        let hidden = self.embeddings.run(&[&ids, &types, &mask]).map_err(|e| stage_error(&self.embeddings, e))?;
+        Ok((hidden, mask))
+    }
+
+    fn layer(&self, m: usize, hidden: TValue, mask: &TValue) -> Result<TValue, RunError> {
+        let stage = &self.layers[m - 1];
+        stage.run(&[&hidden, mask]).map_err(|e| stage_error(stage, e))
+    }
+
+    fn exit(&self, m: usize, hidden: &TValue, logits: &mut Vec<f32>) -> Result<(), RunError> {
+        let stage = &self.exits[m - 1];
+        let out = stage.run(&[hidden]).map_err(|e| stage_error(stage, e))?;
+        let z = out.try_as_plain_ram().and_then(|t| t.as_slice::<f32>()).map_err(|e| stage_error(stage, e))?;
+        logits.clear();
+        logits.extend_from_slice(z);
+        Ok(())
+    }
+}
+
+fn stage_error(stage: &StagePlan, e: TractError) -> RunError {
+    RunError::Stage { stage: stage.file.clone(), message: format!("{e:#}") }
+}
