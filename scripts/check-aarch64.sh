@@ -37,20 +37,42 @@ scripts/setup-aarch64.sh
 step "native build"
 # Exactly the test command's build (scripts/test.sh): the same feature unification, so after the tests nothing
 # rebuilds. A narrower `cargo build -p` resolves features differently (cc, bytemuck, digest) and would rebuild tract.
-# It leaves target/release/{cosee-edge,cosee-tools} and the examples.
+# `cargo test --all-targets` compiles examples only as test harnesses; `cargo build --all-targets` makes the real
+# executables with the same features and dependencies (tests/common/mod.rs does the same), and their paths come
+# from cargo's own JSON messages.
 LIBTORCH="$(scripts/setup-libtorch.sh)"
 export LIBTORCH
-cargo test --release -q --workspace --all-targets --no-run
+mkdir -p "$work"
+cargo build --release -q --workspace --all-targets --message-format=json-render-diagnostics \
+  >"$work/native-build.json"
+# exe NAME: the path of the workspace executable (bin or example, not a test harness) called NAME.
+exe() {
+  python3 - "$work/native-build.json" "$1" <<'PY'
+import json, sys
+path, name = sys.argv[1], sys.argv[2]
+for line in open(path):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == name \
+            and not m["profile"]["test"] and m.get("executable"):
+        print(m["executable"])
+        sys.exit(0)
+sys.exit(f"cargo built no executable named {name}")
+PY
+}
+native="$(exe cosee-edge)"
+tools_bin="$(exe cosee-tools)"
+random_checkpoint="$(exe random_checkpoint)"
 step "aarch64 build (profile $profile)"
 build_started=$SECONDS
 cargo build --profile "$profile" -q --target "$target" -p cosee-runtime --bin cosee-edge --example tract_kernels
 build_seconds=$((SECONDS - build_started))
 out_dir="target/$target/$profile"
-mkdir -p "$work"
 arm="$work/cosee-edge"
 aarch64-linux-gnu-strip -o "$arm" "$out_dir/cosee-edge"
 kernels="$out_dir/examples/tract_kernels"
-native="target/release/cosee-edge"
 echo "aarch64 build: ${build_seconds} s (incremental when nothing changed)"
 failed=0
 
@@ -74,10 +96,10 @@ else
   step "random packages"
   checkpoint="$work/checkpoint"
   rm -rf "$checkpoint"
-  target/release/examples/random_checkpoint "$checkpoint" >/dev/null
+  "$random_checkpoint" "$checkpoint" >/dev/null
   packages=("$work/random-f32" "$work/random-int8")
-  target/release/cosee-tools export --checkpoint "$checkpoint" --out "$work/random-f32" --quantize none --force
-  target/release/cosee-tools export --checkpoint "$checkpoint" --out "$work/random-int8" --quantize int8 --force
+  "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-f32" --quantize none --force
+  "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-int8" --quantize int8 --force
 fi
 
 # --- agreement ---
