@@ -8,6 +8,9 @@
 //! cosee-edge`, same cargo and profile as the test; a no-op when it is up to date) and takes the executable's path
 //! from cargo's JSON messages. That works with any target directory and never runs a stale binary.
 
+mod common;
+
+use common::cosee_edge;
 use cosee_runtime::signal::softmax;
 use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, InputError, RunError, Task};
 use cosee_tools::export::{export, ExportOptions};
@@ -170,26 +173,6 @@ fn non_finite_exit_logits_are_skipped_and_flagged() {
 
 // ---- the binary ----
 
-fn cosee_edge() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "cosee-runtime", "--bin", "cosee-edge", "--message-format=json-render-diagnostics"]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let out = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).stderr(Stdio::inherit()).output().unwrap();
-        assert!(out.status.success(), "cargo build of cosee-edge failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "cosee-edge")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no cosee-edge executable")
-    })
-}
-
 fn classify(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(cosee_edge());
     cmd.arg("classify").arg("--model").arg(package()).args(args);
@@ -272,4 +255,26 @@ fn cli_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threshold"));
     let out = classify(&[""], None);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn cli_config_from_tune_sets_the_operating_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runtime-config.json");
+    // τ = 1 on max_softmax is never met (the top probability is below 1 for 2 classes): full depth.
+    std::fs::write(&config, r#"{"threshold": 1.0, "signal": "max_softmax", "percentile": 95.0}"#).unwrap();
+    let config = config.to_str().unwrap();
+    let out = classify(&["--json", "--config", config, SENTENCES[0]], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["signal"], "max_softmax");
+    assert_eq!(v["exit_layer"], 3);
+    // The command line still wins over the file.
+    let out = classify(&["--json", "--config", config, "--threshold", "0", SENTENCES[0]], None);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["exit_layer"], 1);
+    // A file that is not a runtime config is a fatal error naming it.
+    let out = classify(&["--config", env!("CARGO_MANIFEST_DIR"), "x"], None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(env!("CARGO_MANIFEST_DIR")));
 }

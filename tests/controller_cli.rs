@@ -2,6 +2,9 @@
 //! `cosee-tools`, given a calibration table computed here from the engine's own full-depth logits over the 40
 //! committed SST-2 dev sentences (so that `tune` and the controller have a real τ table to work on).
 
+mod common;
+
+use common::cosee_edge;
 use cosee_runtime::bench::{self, BenchOptions};
 use cosee_runtime::controller::Ladder;
 use cosee_runtime::glue::{parse_tsv, Example};
@@ -109,27 +112,6 @@ fn bench_sweep_is_consistent_with_full_depth() {
     let profile = run.profile().unwrap();
     assert_eq!(profile.token_counts.values().sum::<usize>(), 40);
     assert!(profile.predict_ms(3, 20) > profile.predict_ms(1, 20));
-}
-
-/// Finds (building if needed) the `cosee-edge` binary of this workspace, as `classify_cli.rs` does.
-fn cosee_edge() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "cosee-runtime", "--bin", "cosee-edge", "--message-format=json-render-diagnostics"]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let out = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).stderr(Stdio::inherit()).output().unwrap();
-        assert!(out.status.success(), "cargo build of cosee-edge failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "cosee-edge")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no cosee-edge executable")
-    })
 }
 
 fn cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {

@@ -1,0 +1,35 @@
+//! Shared by the cross-crate tests that run the `cosee-edge` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// Finds the `cosee-edge` executable of this workspace, building it if it is missing or stale.
+///
+/// `env!("CARGO_BIN_EXE_cosee-edge")` only exists in the runtime package's own tests, and `cargo test -p cosee-suite`
+/// does not build other packages' binaries, so this asks cargo (same cargo, same profile) and reads the path from
+/// its JSON messages: it works with any target directory and never runs a stale binary. The build is the test
+/// command's own (`--workspace --all-targets`, scripts/test.sh): a narrower `-p cosee-runtime` resolves features
+/// differently and would compile tract a second time; this way, under the test command, it is a no-op.
+pub fn cosee_edge() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--workspace", "--all-targets", "--message-format=json-render-diagnostics"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).stderr(Stdio::inherit()).output().unwrap();
+        assert!(out.status.success(), "cargo build of cosee-edge failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "cosee-edge")
+            // --all-targets also builds the bin's unit-test harness under the same name.
+            .filter(|m| m["profile"]["test"] == false)
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported no cosee-edge executable")
+    })
+}
