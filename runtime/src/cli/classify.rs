@@ -1,4 +1,4 @@
-//! `cosee-edge classify --model DIR [--threshold T] [--signal NAME] [--json] [TEXT ...]`
+//! `cosee-edge classify --model DIR [--config FILE] [--threshold T] [--signal NAME] [--json] [TEXT ...]`
 //!
 //! With TEXT arguments: one answer per text, a human line each (label, probability, exit layer / layers, signal,
 //! time) or, with `--json`, one JSON object per line. Without: reads stdin one input per line (a pair as
@@ -8,6 +8,7 @@
 
 use super::{UsageError, EXIT_INPUT_ERRORS, EXIT_OK};
 use anyhow::Context;
+use cosee_runtime::tune::RuntimeConfig;
 use cosee_runtime::{Answer, Engine, ExitPolicy, ExitSignal, Input, RunError};
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
@@ -27,6 +28,10 @@ pub struct Args {
     /// package's needs --threshold (the default τ belongs to the package's signal).
     #[arg(long, value_name = "NAME")]
     pub signal: Option<ExitSignal>,
+    /// Runtime config written by `tune`: its τ and signal replace the package's defaults (--threshold and --signal
+    /// still win). For a τ that follows latency, battery and heat as requests come in, use `serve`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// One JSON object per input and line instead of human lines (stdin input is always answered in JSON).
     #[arg(long)]
     pub json: bool,
@@ -85,9 +90,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(if failed == 0 { EXIT_OK } else { EXIT_INPUT_ERRORS }))
 }
 
-/// The package's policy, with the command line's overrides.
+/// The package's policy, replaced by the tuned one of `--config`, with the command line's overrides.
 fn policy(engine: &Engine, args: &Args) -> anyhow::Result<ExitPolicy> {
-    let default = engine.default_policy();
+    let mut default = engine.default_policy();
+    if let Some(path) = &args.config {
+        let tuned = RuntimeConfig::read(path)?;
+        default = ExitPolicy { signal: tuned.signal, threshold: tuned.threshold };
+    }
     let signal = args.signal.unwrap_or(default.signal);
     let threshold = match args.threshold {
         Some(t) if !t.is_finite() => return Err(UsageError(format!("--threshold {t} is not a finite number")).into()),
