@@ -142,6 +142,9 @@ struct TrainArgs {
     lr: f64,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    /// Learning-rate multiplier of the exit classifiers and the pooler (randomly initialized heads).
+    #[arg(long, default_value_t = 1.0)]
+    head_lr_scale: f64,
     #[arg(long, default_value_t = 0.9)]
     adam_beta1: f64,
     #[arg(long, default_value_t = 0.999)]
@@ -269,6 +272,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         c.objective.epsilon = a.epsilon;
         c.learning_rate = a.lr;
         c.adam.weight_decay = a.weight_decay;
+        c.adam.head_lr_scale = a.head_lr_scale;
         c.adam.beta1 = a.adam_beta1;
         c.adam.beta2 = a.adam_beta2;
         c.adam.eps = a.adam_eps;

@@ -110,8 +110,8 @@ impl TrainConfig {
             }
         }
         let positive = |x: f64| x.is_finite() && x > 0.0;
-        if !positive(self.learning_rate) || !positive(self.max_grad_norm) {
-            return bad("learning rate and max grad norm must be positive".into());
+        if !positive(self.learning_rate) || !positive(self.max_grad_norm) || !positive(self.adam.head_lr_scale) {
+            return bad("learning rate, head learning-rate scale and max grad norm must be positive".into());
         }
         Ok(())
     }

@@ -20,12 +20,27 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Learning-rate multiplier of the exit classifiers and the pooler ([`is_head`]). They start from random
+    /// weights (a sentence-embedding backbone ships no trained pooler), and at the encoder's rate a linear head on a
+    /// shallow layer barely moves in one epoch: the deep exits then learn through the encoder and the shallow ones
+    /// stay at chance. 1 is the reference's single rate.
+    #[serde(default = "one")]
+    pub head_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, head_lr_scale: 1.0 }
     }
+}
+
+/// The parameters that sit on top of the encoder: the exit classifiers and the pooler(s).
+pub fn is_head(name: &str) -> bool {
+    name.starts_with("exits.") || name.starts_with("pooler.")
 }
 
 struct Param {
@@ -35,6 +50,8 @@ struct Param {
     exp_avg_sq: Tensor,
     /// HF's run_glue exempts biases and LayerNorm weights from weight decay; so do we.
     decay: bool,
+    /// Multiplier of the scheduled learning rate for this parameter.
+    lr_scale: f64,
 }
 
 pub struct AdamW {
@@ -57,6 +74,7 @@ impl AdamW {
             .filter(|(_, v)| v.requires_grad())
             .map(|(name, var)| Param {
                 decay: !(name.ends_with(".bias") || name.ends_with("LayerNorm.weight")),
+                lr_scale: if is_head(&name) { config.head_lr_scale } else { 1.0 },
                 exp_avg: var.zeros_like().detach(),
                 exp_avg_sq: var.zeros_like().detach(),
                 name,
@@ -110,13 +128,14 @@ impl AdamW {
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.steps as i32);
         let bias2_sqrt = (1.0 - c.beta2.powi(self.steps as i32)).sqrt();
-        let step_size = lr / bias1;
         tch::no_grad(|| {
             for p in &mut self.params {
                 let grad = p.var.grad();
                 if !grad.defined() {
                     continue;
                 }
+                let lr = lr * p.lr_scale;
+                let step_size = lr / bias1;
                 if c.weight_decay > 0.0 && p.decay {
                     let _ = p.var.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
@@ -214,6 +233,24 @@ mod tests {
         bias.sum(Kind::Float).backward();
         wd.step(0.1);
         assert!((bias.double_value(&[0]) - 1.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn head_parameters_step_at_the_scaled_rate() {
+        // First step ≈ lr·sign(g): the head moves 10× as far as the encoder weight.
+        let encoder = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let head = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let named = vec![
+            ("encoder.layer.0.attention.self.query.weight".into(), encoder.shallow_clone()),
+            ("exits.0.classifier.weight".into(), head.shallow_clone()),
+        ];
+        let mut opt = AdamW::from_params(named, AdamWConfig { head_lr_scale: 10.0, ..Default::default() });
+        (&encoder + &head).sum(Kind::Float).backward();
+        opt.step(0.01);
+        assert!((encoder.double_value(&[0]) - 0.99).abs() < 1e-6);
+        assert!((head.double_value(&[0]) - 0.9).abs() < 1e-6);
+        assert!(is_head("pooler.dense.weight") && is_head("exits.3.pooler.dense.bias"));
+        assert!(!is_head("embeddings.word_embeddings.weight"));
     }
 
     #[test]
