@@ -221,7 +221,7 @@ fn cli_stdin_answers_every_line_even_bad_ones() {
     input.extend_from_slice(b"a charming and often affecting journey\n");
     input.extend_from_slice(b"\n");
     input.extend_from_slice(b"  \t  \n");
-    input.extend_from_slice(SENTENCES.join(" ").repeat(3000)[..100_000].as_bytes());
+    input.extend_from_slice(&SENTENCES.join(" ").repeat(3000).as_bytes()[..100_000]);
     input.extend_from_slice(b"\n");
     input.extend_from_slice(b"invalid \xff\xfe utf-8\n");
     input.extend_from_slice(b"the movie is great\r\n");
