@@ -3,8 +3,11 @@
 //! A tiny BERT (3 layers, hidden 64, the tools' SST-2 test vocabulary) is fine-tuned with COSEE by the trainer (tch)
 //! on 800 real SST-2 training lines, exported by the tools to f32 and int8 packages, and answered by the runtime:
 //! - f32: every exit's logits within 1e-4 of tch, and the same exit layer at three thresholds;
-//! - int8: full-depth accuracy within 0.5 pt of f32 on 200 real SST-2 dev lines.
+//! - int8: full-depth accuracy within 0.5 pt of f32 on 200 real SST-2 dev lines;
+//! - mean-pooled exits with standardized per-exit poolers (the shipped model's layout): f32 logits within 1e-4 of
+//!   tch, whose batches are padded (masked mean) while the runtime never pads (plain mean).
 
+use cosee_runtime::config::Pooling;
 use cosee_runtime::glue::{read_tsv, Task};
 use cosee_runtime::{Engine, ExitSignal};
 use cosee_tools::testing::tiny_config;
@@ -21,7 +24,7 @@ fn trainer_data(name: &str) -> PathBuf {
 }
 
 /// Fine-tunes a random tiny backbone for a few epochs on the committed SST-2 lines; returns the final model dir.
-fn trained_checkpoint(root: &Path) -> PathBuf {
+fn trained_checkpoint(root: &Path, adjust: impl FnOnce(&mut TrainConfig)) -> PathBuf {
     let backbone = root.join("backbone");
     write_random_checkpoint(&backbone, &tiny_config(3, 64, 4, Task::Sst2, ExitSignal::Energy), 3).unwrap();
     let data = DataSource {
@@ -39,6 +42,7 @@ fn trained_checkpoint(root: &Path) -> PathBuf {
     config.max_seq_len = 64;
     config.eval_each_epoch = false;
     config.objective.beta0 = 1.0;
+    adjust(&mut config);
     let options = RunOptions { device: Device::Cpu, progress: false, verbose: false, stop_after_steps: None };
     train::train(&config, &options, false).unwrap().final_model.expect("a finished run writes model/")
 }
@@ -54,7 +58,7 @@ fn parity(checkpoint: &Path, package: &Path, data: &str, thresholds: &[f32]) -> 
 fn trained_checkpoint_exports_to_packages_the_runtime_answers_like_tch() {
     tch::set_num_threads(1);
     let root = tempfile::tempdir().unwrap();
-    let checkpoint = trained_checkpoint(root.path());
+    let checkpoint = trained_checkpoint(root.path(), |_| {});
 
     let f32_package = root.path().join("f32");
     let options = ExportOptions { self_check: true, ..ExportOptions::default() };
@@ -97,4 +101,29 @@ fn trained_checkpoint_exports_to_packages_the_runtime_answers_like_tch() {
         100.0 * int8_report.runtime_accuracy,
         100.0 * f32_report.runtime_accuracy
     );
+}
+
+#[test]
+fn mean_pooled_exits_export_like_tch() {
+    tch::set_num_threads(1);
+    let root = tempfile::tempdir().unwrap();
+    let checkpoint = trained_checkpoint(root.path(), |c| {
+        c.pooling = Pooling::Mean;
+        c.per_exit_pooler = true;
+        c.standardize_poolers = true;
+        c.epochs = 3;
+    });
+    let package = root.path().join("f32");
+    export(&checkpoint, &package, &ExportOptions { self_check: true, ..ExportOptions::default() }).unwrap();
+    let thresholds = [0.05, 0.2, 0.35];
+    let report = parity(&checkpoint, &package, "sst2_dev.tsv", &thresholds);
+    eprintln!("mean pooling: {report:#?}");
+    for (m, delta) in report.max_abs_delta.iter().enumerate() {
+        assert!(*delta <= 1e-4, "exit {}: max |Δlogit| {delta:e} > 1e-4", m + 1);
+    }
+    for d in &report.decisions {
+        assert_eq!(d.identical, d.examples, "τ = {}: exit layers differ", d.threshold);
+    }
+    let config = cosee_runtime::config::ModelConfig::read(&checkpoint.join("config.json")).unwrap();
+    assert_eq!(config.cosee.unwrap().pooling, Pooling::Mean);
 }

@@ -44,7 +44,41 @@ fn default_dropout() -> f64 {
     0.1
 }
 
-/// What makes a BERT a COSEE multi-exit classifier: one linear exit per layer over a pooled [CLS].
+/// What an exit's pooler reads from its layer's hidden states `[batch, tokens, hidden]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The first token, [CLS] (BERT's pooler; the paper's reference code).
+    #[default]
+    Cls,
+    /// The mean over the input's tokens (padding excluded), as sentence-embedding backbones such as
+    /// all-MiniLM-L6-v2 were trained: their shallow layers' [CLS] barely varies between inputs. The exported exit
+    /// graph averages every position it is given; the runtime never pads, so that is the same mean.
+    Mean,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cls" => Ok(Self::Cls),
+            "mean" => Ok(Self::Mean),
+            other => Err(format!("unknown pooling '{other}' (cls, mean)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cls => "cls",
+            Self::Mean => "mean",
+        })
+    }
+}
+
+/// What makes a BERT a COSEE multi-exit classifier: one linear exit per layer over a pooled hidden state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExitConfig {
     pub task: Task,
@@ -54,6 +88,8 @@ pub struct ExitConfig {
     /// One pooler per exit (`exits.{i}.pooler.dense`) instead of the shared `pooler.dense` of the reference code.
     #[serde(default)]
     pub per_exit_pooler: bool,
+    #[serde(default)]
+    pub pooling: Pooling,
     /// Longest input in tokens, [CLS] and [SEP] included.
     pub max_seq_len: usize,
 }
@@ -94,7 +130,7 @@ impl ModelConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         let b = &self.bert;
-        if b.hidden_size == 0 || b.num_attention_heads == 0 || b.hidden_size % b.num_attention_heads != 0 {
+        if b.hidden_size == 0 || b.num_attention_heads == 0 || !b.hidden_size.is_multiple_of(b.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} must be a positive multiple of num_attention_heads {}",
                 b.hidden_size, b.num_attention_heads
@@ -151,8 +187,10 @@ mod tests {
             label_names: vec!["negative".into(), "positive".into()],
             signal: ExitSignal::Energy,
             per_exit_pooler: false,
+            pooling: Pooling::Mean,
             max_seq_len: 128,
         });
+        assert!(c.to_json().contains(r#""pooling": "mean""#));
         let back: ModelConfig = serde_json::from_str(&c.to_json()).unwrap();
         assert_eq!(back, c);
     }

@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         label_names: vec!["negative".into(), "positive".into()],
         signal: ExitSignal::Energy,
         per_exit_pooler: false,
+        pooling: cosee_runtime::config::Pooling::Cls,
         max_seq_len: 128,
     };
     let ckpt = Checkpoint::open_with(&dir, &OpenOptions { backbone_heads: Some(heads), seed: 0 })?;

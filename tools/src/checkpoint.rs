@@ -237,6 +237,7 @@ impl TensorStore {
                         names::SHARED_POOLER.to_string()
                     };
                     Ok(ExitWeights {
+                        pooling: exit.pooling,
                         pooler: self.linear(&pooler, h, h)?,
                         classifier: self.linear(&names::exit(i, "classifier"), labels, h)?,
                     })
@@ -253,6 +254,7 @@ impl TensorStore {
                 };
                 (0..b.num_hidden_layers)
                     .map(|_| ExitWeights {
+                        pooling: exit.pooling,
                         pooler: pooler.clone(),
                         classifier: random_linear(&mut rng, labels, h, 0.5),
                     })

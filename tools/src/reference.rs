@@ -9,6 +9,7 @@
 use crate::quant;
 use crate::stages::MASK_VALUE;
 use crate::weights::{Activation, EmbeddingWeights, ExitWeights, LayerNorm, LayerWeights, Linear, ModelWeights};
+use cosee_runtime::config::Pooling;
 use cosee_runtime::manifest::{EmbeddingStorage, QuantScheme, Quantization};
 
 /// A batch of token inputs, row-major `[batch, sequence]`.
@@ -215,13 +216,19 @@ pub fn layer(
     Hidden { batch: bs, sequence: seq, hidden: h, data: out }
 }
 
-/// One exit: classifier(tanh(pooler(h[:, 0, :]))), logits `[batch, labels]` row-major. Always f32.
+/// One exit: classifier(tanh(pooler(h[:, 0, :] or the mean of h over every position, as the graph))), logits
+/// `[batch, labels]` row-major. Always f32.
 pub fn exit(w: &ExitWeights, x: &Hidden) -> Vec<f32> {
     let mut logits = Vec::new();
     for b in 0..x.batch {
-        let cls = x.row(b, 0);
+        let input: Vec<f32> = match w.pooling {
+            Pooling::Cls => x.row(b, 0).to_vec(),
+            Pooling::Mean => (0..x.hidden)
+                .map(|j| ((0..x.sequence).map(|i| x.row(b, i)[j] as f64).sum::<f64>() / x.sequence as f64) as f32)
+                .collect(),
+        };
         let pooled: Vec<f32> =
-            linear(cls, &w.pooler, 1.0, QuantScheme::None).into_iter().map(|v| (v as f64).tanh() as f32).collect();
+            linear(&input, &w.pooler, 1.0, QuantScheme::None).into_iter().map(|v| (v as f64).tanh() as f32).collect();
         logits.extend(linear(&pooled, &w.classifier, 1.0, QuantScheme::None));
     }
     logits

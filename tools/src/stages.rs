@@ -12,6 +12,7 @@
 use crate::onnx::{Attr, Dim, Elem, GraphBuilder};
 use crate::quant;
 use crate::weights::{Activation, EmbeddingWeights, ExitWeights, LayerNorm, LayerWeights, Linear};
+use cosee_runtime::config::Pooling;
 use cosee_runtime::manifest::{io_names, EmbeddingStorage, QuantScheme};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::ModelProto;
@@ -331,15 +332,21 @@ fn split3(g: &mut GraphBuilder, x: &str, h: usize) -> (String, String, String) {
     (part(0), part(1), part(2))
 }
 
-/// `exit_XX.onnx`: logits = classifier(tanh(pooler(h[:, 0, :]))).
+/// `exit_XX.onnx`: logits = classifier(tanh(pooler(pooled))), pooled = h[:, 0, :] ([CLS]) or the mean of h over
+/// the sequence axis (every position given: the runtime never pads).
 pub fn exit_graph(w: &ExitWeights, layer: usize) -> ModelProto {
     let h = w.pooler.in_features();
     let labels = w.classifier.out_features();
     let mut g = GraphBuilder::new(&format!("exit_{layer:02}"));
     let x = g.input(io_names::HIDDEN_STATES, Elem::F32, &[BATCH, SEQUENCE, Dim::Fixed(h)]);
-    let zero = g.i64s("cls_index", &[], &[0]);
-    let cls = g.op("Gather", &[&x, &zero], vec![("axis", Attr::Int(1))]);
-    let pooled = linear_f32(&mut g, &cls, &w.pooler, "pooler.dense", 1.0);
+    let pooled = match w.pooling {
+        Pooling::Cls => {
+            let zero = g.i64s("cls_index", &[], &[0]);
+            g.op("Gather", &[&x, &zero], vec![("axis", Attr::Int(1))])
+        }
+        Pooling::Mean => g.op("ReduceMean", &[&x], vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))]),
+    };
+    let pooled = linear_f32(&mut g, &pooled, &w.pooler, "pooler.dense", 1.0);
     let pooled = g.op("Tanh", &[&pooled], vec![]);
     let logits = linear_f32(&mut g, &pooled, &w.classifier, "classifier", 1.0);
     g.output(&logits, io_names::LOGITS, Elem::F32, &[BATCH, Dim::Fixed(labels)]);

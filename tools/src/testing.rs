@@ -86,6 +86,7 @@ pub fn tiny_config(num_layers: usize, hidden: usize, heads: usize, task: Task, s
             label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
             signal,
             per_exit_pooler: false,
+            pooling: cosee_runtime::config::Pooling::Cls,
             max_seq_len: 128,
         }),
     }

@@ -2,6 +2,8 @@
 //! the `bert.` prefix, exits as `exits.{i}`), so that the exporter and the reference forward pass walk the same
 //! structure the trainer writes.
 
+use cosee_runtime::config::Pooling;
+
 /// A dense matrix in row-major order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
@@ -101,6 +103,7 @@ pub struct LayerWeights {
 /// One exit: `logits = classifier(tanh(pooler(h[:, 0, :])))`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExitWeights {
+    pub pooling: Pooling,
     pub pooler: Linear,
     pub classifier: Linear,
 }

@@ -18,6 +18,7 @@ fn exit_config(per_exit_pooler: bool) -> ExitConfig {
         label_names: vec!["negative".into(), "positive".into()],
         signal: ExitSignal::Energy,
         per_exit_pooler,
+        pooling: cosee_runtime::config::Pooling::Cls,
         max_seq_len: 64,
     }
 }
@@ -146,4 +147,40 @@ fn checkpoint_round_trip_and_padding_invariance() {
     .unwrap();
     let err = MultiExitBert::load_checkpoint(&ckpt, Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("exits.2.classifier.bias"), "{err}");
+}
+
+#[test]
+fn standardized_poolers_center_and_scale_each_layers_cls() {
+    let enc = TextEncoder::from_file(&tokenizer_path(), 32).unwrap();
+    let texts: Vec<(&str, Option<&str>)> = [
+        "a charming journey .",
+        "the movie is dull",
+        "often affecting and a little funny",
+        "bad film",
+        "a gorgeous , witty movie",
+        "nothing works here",
+    ]
+    .iter()
+    .map(|t| (*t, None))
+    .collect();
+    let batch = EncodedBatch::from_texts(&enc, &texts, None).unwrap();
+    let shared = MultiExitBert::new(&tiny_config(2, false), Device::Cpu).unwrap();
+    assert!(matches!(shared.standardize_exit_poolers(&batch), Err(TrainerError::Invalid(_))));
+
+    let model = MultiExitBert::new(&tiny_config(2, true), Device::Cpu).unwrap();
+    model.standardize_exit_poolers(&batch).unwrap();
+    let (ids, types, mask) = batch.to_tensors(Device::Cpu);
+    let states = tch::no_grad(|| model.hidden_states(&ids, &types, &mask, false));
+    let vars: std::collections::HashMap<String, tch::Tensor> = named_variables(&model).into_iter().collect();
+    for m in 0..2 {
+        let w = &vars[&format!("exits.{m}.pooler.dense.weight")];
+        let b = &vars[&format!("exits.{m}.pooler.dense.bias")];
+        assert!(w.equal(&w.diagonal(0, 0, 1).diag_embed(0, -2, -1)), "exit {m}: the weight is diagonal");
+        // W·h[CLS] + b over the batch: zero mean and unit std per unit (the tiny model's σ are all above the floor).
+        let z = states[m + 1].select(1, 0).matmul(&w.tr()) + b;
+        let mean = z.mean_dim(0, false, tch::Kind::Float).abs().max().double_value(&[]);
+        let std = z.std_dim(0, false, false);
+        assert!(mean < 1e-4, "exit {m}: mean {mean}");
+        assert!((std - 1.0).abs().max().double_value(&[]) < 1e-3, "exit {m}");
+    }
 }

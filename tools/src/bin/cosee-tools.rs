@@ -162,6 +162,7 @@ fn main() -> Result<()> {
                 label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
                 signal,
                 per_exit_pooler: false,
+                pooling: cosee_runtime::config::Pooling::Cls,
                 max_seq_len,
             });
             let options = ExportOptions {

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use cosee_runtime::config::Pooling;
 use cosee_runtime::glue::Task;
 use cosee_runtime::signal::ExitSignal;
 use cosee_trainer::data::{read_labelled, subset, DataSource, Split};
@@ -176,6 +177,14 @@ struct TrainArgs {
     /// One pooler per exit instead of the shared pooler.
     #[arg(long)]
     per_exit_pooler: bool,
+    /// What each exit pools from its layer: the [CLS] vector (the paper's reference) or the mean over the tokens
+    /// (for sentence-embedding backbones such as all-MiniLM-L6-v2, trained with mean pooling).
+    #[arg(long, default_value_t = Pooling::Cls)]
+    pooling: Pooling,
+    /// Start each exit's pooler as a standardization of what it pools from its layer, measured on 512 training
+    /// examples (implies --per-exit-pooler). For backbones whose shallow [CLS] barely varies, e.g. all-MiniLM-L6-v2.
+    #[arg(long)]
+    standardize_poolers: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Checkpoint every N optimizer steps (besides every epoch end); 0: epoch ends only.
@@ -284,7 +293,9 @@ fn run_train(a: TrainArgs) -> Result<()> {
         c.max_steps = a.max_steps;
         c.max_seq_len = a.max_seq_len;
         c.pad_to = a.pad_to;
-        c.per_exit_pooler = a.per_exit_pooler;
+        c.per_exit_pooler = a.per_exit_pooler || a.standardize_poolers;
+        c.standardize_poolers = a.standardize_poolers;
+        c.pooling = a.pooling;
         c.seed = a.seed;
         c.save_steps = a.save_steps;
         c.keep_checkpoints = a.keep_checkpoints;

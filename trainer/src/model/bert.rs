@@ -2,7 +2,7 @@
 //! it owns, so that `VarStore::variables()` yields exactly the checkpoint names (`embeddings.LayerNorm.weight`,
 //! `encoder.layer.0.attention.self.query.weight`, …) and loading or saving is by name with no mapping table.
 
-use cosee_runtime::config::BertConfig;
+use cosee_runtime::config::{BertConfig, Pooling};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -179,20 +179,45 @@ impl Layer {
     }
 }
 
-/// `pooler.dense` (or `exits.{i}.pooler.dense`): tanh(W·h[CLS] + b).
+/// `pooler.dense` (or `exits.{i}.pooler.dense`): tanh(W·x + b), x the [CLS] vector or the masked mean of the
+/// hidden states ([`Pooling`]).
 #[derive(Debug)]
 pub struct Pooler {
     dense: nn::Linear,
+    pooling: Pooling,
 }
 
 impl Pooler {
-    pub fn new(p: nn::Path, hidden: i64) -> Self {
-        Self { dense: linear(&p / "dense", hidden, hidden) }
+    pub fn new(p: nn::Path, hidden: i64, pooling: Pooling) -> Self {
+        Self { dense: linear(&p / "dense", hidden, hidden), pooling }
     }
 
-    /// [batch, sequence, hidden] → [batch, hidden], from the first ([CLS]) token.
-    pub fn forward(&self, hidden_states: &Tensor) -> Tensor {
-        self.dense.forward(&hidden_states.select(1, 0)).tanh()
+    /// What the dense layer reads: [batch, sequence, hidden] → [batch, hidden]. `token_mask` is f32
+    /// [batch, sequence] of 1/0, so that padding never enters a mean.
+    pub fn input(&self, hidden_states: &Tensor, token_mask: &Tensor) -> Tensor {
+        match self.pooling {
+            Pooling::Cls => hidden_states.select(1, 0),
+            Pooling::Mean => {
+                let summed = (hidden_states * token_mask.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float);
+                summed / token_mask.sum_dim_intlist(1, true, Kind::Float)
+            }
+        }
+    }
+
+    /// Makes this pooler tanh((x − mean) / std) per hidden unit (a diagonal W): a data-dependent start.
+    pub fn set_standardizing(&self, mean: &Tensor, std: &Tensor) {
+        let inv = std.reciprocal();
+        tch::no_grad(|| {
+            // Shallow clones share storage with the VarStore's variables: the copies land in the model.
+            self.dense.ws.shallow_clone().copy_(&inv.diag_embed(0, -2, -1));
+            if let Some(bias) = &self.dense.bs {
+                bias.shallow_clone().copy_(&(-(mean * &inv)));
+            }
+        });
+    }
+
+    pub fn forward(&self, hidden_states: &Tensor, token_mask: &Tensor) -> Tensor {
+        self.dense.forward(&self.input(hidden_states, token_mask)).tanh()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The multi-exit BERT classifier (paper §2.1, Figure 2): an encoder of M layers with one internal classifier
-//! per layer. Exit m computes `classifier_m(dropout(tanh(pooler(h_m[:, 0]))))`; as in the reference code the
-//! pooler is shared by all exits unless `per_exit_pooler` is set.
+//! per layer. Exit m computes `classifier_m(dropout(tanh(pooler(x_m))))`, x_m the [CLS] vector `h_m[:, 0]` (the
+//! reference code) or the masked mean of `h_m` (`pooling`); as in the reference code the pooler is shared by all
+//! exits unless `per_exit_pooler` is set.
 //!
 //! Public API used by `cosee-tools verify`:
 //! - [`MultiExitBert::load_checkpoint`] reads a checkpoint directory (weights + config),
@@ -55,13 +56,13 @@ impl MultiExitBert {
         let embeddings = Embeddings::new(&root / "embeddings", b);
         let layers =
             (0..b.num_hidden_layers).map(|i| Layer::new(&root / "encoder" / "layer" / i, b, activation)).collect();
-        let shared_pooler = (!exit.per_exit_pooler).then(|| Pooler::new(&root / "pooler", hidden));
+        let shared_pooler = (!exit.per_exit_pooler).then(|| Pooler::new(&root / "pooler", hidden, exit.pooling));
         let labels = exit.label_names.len() as i64;
         let exits = (0..b.num_hidden_layers)
             .map(|i| {
                 let p = &root / "exits" / i;
                 Exit {
-                    pooler: exit.per_exit_pooler.then(|| Pooler::new(&p / "pooler", hidden)),
+                    pooler: exit.per_exit_pooler.then(|| Pooler::new(&p / "pooler", hidden, exit.pooling)),
                     classifier: bert::linear(&p / "classifier", hidden, labels),
                 }
             })
@@ -134,12 +135,12 @@ impl MultiExitBert {
         train: bool,
     ) -> Vec<Tensor> {
         let mask = additive_mask(attention_mask);
+        let token_mask = attention_mask.to_kind(Kind::Float);
         let mut hidden = self.embeddings.forward(input_ids, token_type_ids, train);
         let mut logits = Vec::with_capacity(self.layers.len());
         for (layer, exit) in self.layers.iter().zip(&self.exits) {
             hidden = layer.forward(&hidden, &mask, train);
-            let pooler = exit.pooler.as_ref().or(self.shared_pooler.as_ref()).expect("one pooler per exit");
-            let pooled = pooler.forward(&hidden).dropout(self.classifier_dropout, train);
+            let pooled = self.pooler(exit).forward(&hidden, &token_mask).dropout(self.classifier_dropout, train);
             logits.push(exit.classifier.forward(&pooled));
         }
         logits
@@ -161,6 +162,41 @@ impl MultiExitBert {
             states.push(next);
         }
         states
+    }
+
+    /// Data-dependent start of per-exit poolers: exit m's pooler becomes tanh((x_m − μ_m) / σ_m) per hidden unit,
+    /// x_m what it pools from layer m, μ and σ measured on `batch` in evaluation mode; σ is floored at a tenth of
+    /// its median so that near-constant units are not blown up.
+    ///
+    /// Why: a sentence-embedding backbone ships an untrained pooler (all-MiniLM-L6-v2: weights of std 0.009, zero
+    /// bias) that shrinks the pooled vector to near-identical features for every input; a linear head behind it
+    /// moves too slowly at fine-tuning rates and the shallow exits stay at chance.
+    pub fn standardize_exit_poolers(&self, batch: &EncodedBatch) -> Result<()> {
+        if self.shared_pooler.is_some() {
+            return Err(TrainerError::Invalid(
+                "standardized poolers need one pooler per exit (per_exit_pooler): a shared one cannot fit every layer"
+                    .into(),
+            ));
+        }
+        if batch.batch_size < 2 {
+            return Err(TrainerError::Invalid("standardizing the poolers needs at least 2 examples".into()));
+        }
+        let (ids, types, mask) = batch.to_tensors(self.device());
+        let token_mask = mask.to_kind(Kind::Float);
+        let states = tch::no_grad(|| self.hidden_states(&ids, &types, &mask, false));
+        for (exit, hidden) in self.exits.iter().zip(&states[1..]) {
+            let pooler = self.pooler(exit);
+            let x = tch::no_grad(|| pooler.input(hidden, &token_mask));
+            let mean = x.mean_dim(0, false, Kind::Float);
+            let std = x.std_dim(0, false, false);
+            let floor = (std.median().double_value(&[]) * 0.1).max(1e-6);
+            pooler.set_standardizing(&mean, &std.clamp_min(floor));
+        }
+        Ok(())
+    }
+
+    fn pooler<'a>(&'a self, exit: &'a Exit) -> &'a Pooler {
+        exit.pooler.as_ref().or(self.shared_pooler.as_ref()).expect("a shared pooler or one per exit")
     }
 
     /// Evaluation-mode logits as plain numbers, `[exit][sample][class]`, for comparison with other engines.

@@ -12,7 +12,7 @@ use crate::model::{checkpoint, LoadReport, MultiExitBert, TOKENIZER_FILE};
 use crate::objective::swm::{beta_t, RangeTracker, ThresholdRange};
 use crate::objective::ObjectiveConfig;
 use crate::tokenize::{bucketed_batches, Encoded, EncodedBatch, TextEncoder, DEFAULT_MAX_LEN};
-use cosee_runtime::config::ExitConfig;
+use cosee_runtime::config::{ExitConfig, Pooling};
 use cosee_runtime::glue::Task;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use optimizer::{linear_lr, AdamW, AdamWConfig};
@@ -28,6 +28,8 @@ const STREAM_DATA: u64 = 1;
 const STREAM_DROPOUT: u64 = 2;
 const STREAM_THRESHOLDS: u64 = 3;
 const STREAM_INIT: u64 = 4;
+/// Training examples measured for [`TrainConfig::standardize_poolers`].
+const POOLER_SAMPLE: usize = 512;
 
 /// Every setting of a run; saved as `train_config.json` and reused as is by `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +58,13 @@ pub struct TrainConfig {
     /// Pad every batch to this length instead of its longest input (the reference pads to 128).
     pub pad_to: Option<usize>,
     pub per_exit_pooler: bool,
+    /// What the exits pool: [CLS] (the reference) or the mean over tokens.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Start each exit's pooler as a per-unit standardization of its layer's [CLS] vector, measured on the first
+    /// training examples ([`MultiExitBert::standardize_exit_poolers`]); needs `per_exit_pooler`.
+    #[serde(default)]
+    pub standardize_poolers: bool,
     pub seed: u64,
     /// Checkpoint every N optimizer steps (0: only at epoch ends).
     pub save_steps: usize,
@@ -87,6 +96,8 @@ impl TrainConfig {
             max_seq_len: DEFAULT_MAX_LEN,
             pad_to: None,
             per_exit_pooler: false,
+            pooling: Pooling::Cls,
+            standardize_poolers: false,
             seed: 42,
             save_steps: 0,
             keep_checkpoints: 2,
@@ -109,6 +120,9 @@ impl TrainConfig {
                 return bad(format!("--pad-to {p} is below --max-seq-len {}: inputs would not fit", self.max_seq_len));
             }
         }
+        if self.standardize_poolers && !self.per_exit_pooler {
+            return bad("standardized poolers need one pooler per exit (per_exit_pooler)".into());
+        }
         let positive = |x: f64| x.is_finite() && x > 0.0;
         if !positive(self.learning_rate) || !positive(self.max_grad_norm) || !positive(self.adam.head_lr_scale) {
             return bad("learning rate, head learning-rate scale and max grad norm must be positive".into());
@@ -126,6 +140,7 @@ impl TrainConfig {
             label_names: self.task.label_names().iter().map(|s| s.to_string()).collect(),
             signal: self.objective.signal,
             per_exit_pooler: self.per_exit_pooler,
+            pooling: self.pooling,
             max_seq_len: self.max_seq_len,
         }
     }
@@ -245,6 +260,11 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
     }
     state.steps_per_epoch = steps_per_epoch;
     state.total_steps = total_steps;
+    if resume_from.is_none() && config.standardize_poolers {
+        let sample: Vec<&Encoded> = data.train.iter().take(POOLER_SAMPLE).collect();
+        model.standardize_exit_poolers(&EncodedBatch::pad(&sample, encoder.pad_id(), None))?;
+        say(format!("exit poolers standardized on {} training examples", sample.len()));
+    }
     say(format!(
         "{} train / {} dev examples; {} epochs × {} steps = {} optimizer steps of {} (micro-batch {}) on {:?}",
         data.train.len(),

@@ -42,6 +42,7 @@ pub fn tiny_config(layers: usize, per_exit_pooler: bool) -> ModelConfig {
             label_names: vec!["negative".into(), "positive".into()],
             signal: ExitSignal::Energy,
             per_exit_pooler,
+            pooling: cosee_runtime::config::Pooling::Cls,
             max_seq_len: 64,
         }),
     }
