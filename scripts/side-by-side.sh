@@ -42,7 +42,10 @@ if ! .venv/bin/python -c "import onnx" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-side-by-side.txt
 fi
 
-cargo build --release -p cosee-runtime --bin cosee-edge --example dump_tokens >&2
+# The test command's own build (scripts/test.sh): the same feature unification, so nothing of tract rebuilds.
+LIBTORCH="$(scripts/setup-libtorch.sh)"
+export LIBTORCH
+cargo build --release --workspace --all-targets >&2
 limit_args=()
 [ -n "$limit" ] && limit_args=(--limit "$limit")
 
@@ -69,7 +72,7 @@ fi
 if [ -n "$ort_backend" ]; then
   ORT_DYLIB_PATH="$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n1)"
   export ORT_DYLIB_PATH
-  cargo build --release -p cosee-runtime --features ort --example ort_bench >&2
+  cargo build --release --workspace --features cosee-runtime/ort --example ort_bench >&2
   forms=("int8-pkg=$package")
   [ -n "$f32_package" ] && forms+=("f32=$f32_package" "int8-ort=$out/package-int8-ort")
   for f in "${forms[@]}"; do
