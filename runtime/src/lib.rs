@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod ort_backend;
 pub mod package;
 pub mod signal;
+pub mod sigpipe;
 mod stage;
 pub mod tokenize;
 

@@ -32,6 +32,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    cosee_runtime::sigpipe::restore_default();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let result = match Cli::parse().command {
         Command::Classify(args) => cli::classify::run(args),

@@ -133,6 +133,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    cosee_runtime::sigpipe::restore_default();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match Cli::parse().command {
         Command::Export {

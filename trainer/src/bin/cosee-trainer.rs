@@ -251,6 +251,7 @@ struct PlotArgs {
 }
 
 fn main() -> Result<()> {
+    cosee_runtime::sigpipe::restore_default();
     match Cli::parse().command {
         Command::Train(args) => run_train(*args),
         Command::Eval(args) => run_eval(args),
