@@ -2,11 +2,7 @@
 //! exported by `cosee-tools`.
 //!
 //! The engine is tested through the library (exit at τ extremes, the exit loop against the full-depth run, bad
-//! inputs, non-finite logits); the command line through the built binary. Finding that binary: `env!
-//! ("CARGO_BIN_EXE_cosee-edge")` only exists in the runtime package's own tests, and `cargo test -p cosee-suite`
-//! does not build other packages' binaries, so the test asks cargo to build it (`cargo build -p cosee-runtime --bin
-//! cosee-edge`, same cargo and profile as the test; a no-op when it is up to date) and takes the executable's path
-//! from cargo's JSON messages. That works with any target directory and never runs a stale binary.
+//! inputs, non-finite logits); the command line through the built binary, found by `common::cosee_edge`.
 
 mod common;
 

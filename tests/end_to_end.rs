@@ -24,7 +24,12 @@ fn trainer_data(name: &str) -> PathBuf {
 }
 
 /// Fine-tunes a random tiny backbone for a few epochs on the committed SST-2 lines; returns the final model dir.
+/// Training draws dropout masks from libtorch's one global generator: two tests training at once would interleave
+/// their draws and neither run would be reproducible, so training runs one at a time.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn trained_checkpoint(root: &Path, adjust: impl FnOnce(&mut TrainConfig)) -> PathBuf {
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let backbone = root.join("backbone");
     write_random_checkpoint(&backbone, &tiny_config(3, 64, 4, Task::Sst2, ExitSignal::Energy), 3).unwrap();
     let data = DataSource {
@@ -95,8 +100,9 @@ fn trained_checkpoint_exports_to_packages_the_runtime_answers_like_tch() {
     let int8_report = parity(&checkpoint, &int8_package, "sst2_dev.tsv", &thresholds);
     eprintln!("int8: {int8_report:#?}");
     let drop = 100.0 * (f32_report.runtime_accuracy - int8_report.runtime_accuracy);
+    // 0.5 pt is one line of 200; the epsilon keeps exactly one line from failing on float rounding.
     assert!(
-        drop.abs() <= 0.5,
+        drop.abs() <= 0.5 + 1e-9,
         "int8 accuracy {:.2}% vs f32 {:.2}%",
         100.0 * int8_report.runtime_accuracy,
         100.0 * f32_report.runtime_accuracy
