@@ -265,7 +265,8 @@ def main():
     )
     c.append(
         "- Two labels only: neutral or mixed texts get one of them anyway; use the probability, not only the "
-        "label. Early exit trades accuracy for speed: a lower τ exits earlier and errs more (see the τ table)."
+        "label. Idioms and negation around a strong word still fool it (\"i have never been so bored in a "
+        "cinema\" comes out positive, 0.91, at full depth). Early exit trades accuracy for speed: a lower τ exits earlier and errs more (see the τ table)."
     )
     c.append(
         "- Not for decisions about people (moderation, hiring, credit) without a human in the loop and an "
