@@ -274,3 +274,23 @@ fn cli_config_from_tune_sets_the_operating_point() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains(env!("CARGO_MANIFEST_DIR")));
 }
+
+#[test]
+fn cli_budget_runs_stdin_under_the_controller() {
+    let input = format!("{}\n\n{}\n", SENTENCES[0], SENTENCES[2]);
+    let out = classify(&["--budget-ms", "1000"], Some(input.as_bytes()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("budget p95 ≤ 1000 ms"), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.iter().map(|l| l["input"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(lines[1]["error"].is_string() && lines[0]["label"].is_string() && lines[2]["label"].is_string());
+    assert_eq!(out.status.code(), Some(1), "one line failed");
+    // A fixed τ wins over the budget: the plain loop, no controller.
+    let fixed = classify(&["--budget-ms", "1000", "--threshold", "0"], Some(b"the movie is great\n"));
+    assert!(!String::from_utf8_lossy(&fixed.stderr).contains("budget"), "{}", String::from_utf8_lossy(&fixed.stderr));
+    assert_eq!(fixed.status.code(), Some(0));
+    // Not for TEXT arguments, nor for a budget that is not a duration.
+    assert_eq!(classify(&["--budget-ms", "5", "x"], None).status.code(), Some(2));
+    assert_eq!(classify(&["--budget-ms", "-1"], Some(b"x\n")).status.code(), Some(2));
+}

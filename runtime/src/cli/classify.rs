@@ -1,13 +1,16 @@
-//! `cosee-edge classify --model DIR [--config FILE] [--threshold T] [--signal NAME] [--json] [TEXT ...]`
+//! `cosee-edge classify --model DIR [--config FILE] [--budget-ms X] [--threshold T] [--signal NAME] [--json] [TEXT ...]`
 //!
 //! With TEXT arguments: one answer per text, a human line each (label, probability, exit layer / layers, signal,
 //! time) or, with `--json`, one JSON object per line. Without: reads stdin one input per line (a pair as
 //! `first<TAB>second`) and writes one JSON object per line, as each line is answered. A line that cannot be
 //! classified (empty, whitespace only, invalid UTF-8…) answers `{"input": n, "error": "..."}` and the next line goes
-//! on. Every JSON object carries `input`, the 1-based argument or line number it answers.
+//! on. Every JSON object carries `input`, the 1-based argument or line number it answers. With a latency budget
+//! (`--budget-ms`, or a tuned config that has one) and no `--threshold`, stdin input runs under the threshold
+//! controller, exactly as `serve` (its τ changes are logged on stderr).
 
 use super::{UsageError, EXIT_INPUT_ERRORS, EXIT_OK};
 use anyhow::Context;
+use cosee_runtime::power::{DEFAULT_POWER_ROOT, DEFAULT_THERMAL_ROOT};
 use cosee_runtime::tune::RuntimeConfig;
 use cosee_runtime::{Answer, Engine, ExitPolicy, ExitSignal, Input, RunError};
 use std::ffi::OsString;
@@ -29,9 +32,13 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub signal: Option<ExitSignal>,
     /// Runtime config written by `tune`: its τ and signal replace the package's defaults (--threshold and --signal
-    /// still win). For a τ that follows latency, battery and heat as requests come in, use `serve`.
+    /// still win). With stdin input and a budget in it, the threshold controller runs as in `serve`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Latency budget in milliseconds for stdin input: the threshold controller moves τ along the calibration
+    /// table to hold it (and to save energy on battery or when hot), exactly as `serve` does.
+    #[arg(long, value_name = "X")]
+    pub budget_ms: Option<f64>,
     /// One JSON object per input and line instead of human lines (stdin input is always answered in JSON).
     #[arg(long)]
     pub json: bool,
@@ -41,6 +48,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(controlled) = controlled(&args)? {
+        return super::serve::run(controlled);
+    }
     let engine = Engine::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
     let policy = policy(&engine, &args)?;
     let pair_task = engine.manifest().task.is_pair();
@@ -88,6 +98,43 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(if failed == 0 { EXIT_OK } else { EXIT_INPUT_ERRORS }))
+}
+
+/// Stdin input under a latency budget (from --budget-ms or the tuned config) and no fixed τ: the controller's
+/// loop of `serve`, whose answers are the same JSON lines.
+fn controlled(args: &Args) -> anyhow::Result<Option<super::serve::Args>> {
+    let tuned_budget = match &args.config {
+        Some(path) => RuntimeConfig::read(path)?.budget_ms,
+        None => None,
+    };
+    let Some(budget) = args.budget_ms.or(tuned_budget) else { return Ok(None) };
+    if !args.texts.is_empty() {
+        if args.budget_ms.is_some() {
+            return Err(UsageError(
+                "--budget-ms applies to stdin input (one input per line), not to TEXT arguments".into(),
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    if args.threshold.is_some() || args.signal.is_some() {
+        return Ok(None);
+    }
+    if !(budget.is_finite() && budget > 0.0) {
+        return Err(UsageError(format!("--budget-ms {budget} is not a positive number of milliseconds")).into());
+    }
+    Ok(Some(super::serve::Args {
+        model: args.model.clone(),
+        config: args.config.clone(),
+        budget_ms: Some(budget),
+        percentile: None,
+        threshold: None,
+        profile: None,
+        min_samples: 32,
+        power_root: DEFAULT_POWER_ROOT.into(),
+        thermal_root: DEFAULT_THERMAL_ROOT.into(),
+        power_poll_ms: 5000,
+    }))
 }
 
 /// The package's policy, replaced by the tuned one of `--config`, with the command line's overrides.
