@@ -48,11 +48,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(controlled) = controlled(&args)? {
+    let tuned = args.config.as_deref().map(RuntimeConfig::read).transpose()?;
+    if let Some(controlled) = controlled(&args, tuned.as_ref())? {
         return super::serve::run(controlled);
     }
     let engine = Engine::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
-    let policy = policy(&engine, &args)?;
+    let policy = policy(&engine, &args, tuned.as_ref())?;
     let pair_task = engine.manifest().task.is_pair();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -102,12 +103,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Stdin input under a latency budget (from --budget-ms or the tuned config) and no fixed τ: the controller's
 /// loop of `serve`, whose answers are the same JSON lines.
-fn controlled(args: &Args) -> anyhow::Result<Option<super::serve::Args>> {
-    let tuned_budget = match &args.config {
-        Some(path) => RuntimeConfig::read(path)?.budget_ms,
-        None => None,
-    };
-    let Some(budget) = args.budget_ms.or(tuned_budget) else { return Ok(None) };
+fn controlled(args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow::Result<Option<super::serve::Args>> {
+    let Some(budget) = args.budget_ms.or(tuned.and_then(|t| t.budget_ms)) else { return Ok(None) };
     if !args.texts.is_empty() {
         if args.budget_ms.is_some() {
             return Err(UsageError(
@@ -130,20 +127,19 @@ fn controlled(args: &Args) -> anyhow::Result<Option<super::serve::Args>> {
         percentile: None,
         threshold: None,
         profile: None,
-        min_samples: 32,
+        min_samples: super::serve::DEFAULT_MIN_SAMPLES,
         power_root: DEFAULT_POWER_ROOT.into(),
         thermal_root: DEFAULT_THERMAL_ROOT.into(),
-        power_poll_ms: 5000,
+        power_poll_ms: super::serve::DEFAULT_POWER_POLL_MS,
     }))
 }
 
 /// The package's policy, replaced by the tuned one of `--config`, with the command line's overrides.
-fn policy(engine: &Engine, args: &Args) -> anyhow::Result<ExitPolicy> {
-    let mut default = engine.default_policy();
-    if let Some(path) = &args.config {
-        let tuned = RuntimeConfig::read(path)?;
-        default = ExitPolicy { signal: tuned.signal, threshold: tuned.threshold };
-    }
+fn policy(engine: &Engine, args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow::Result<ExitPolicy> {
+    let default = match tuned {
+        Some(t) => ExitPolicy { signal: t.signal, threshold: t.threshold },
+        None => engine.default_policy(),
+    };
     let signal = args.signal.unwrap_or(default.signal);
     let threshold = match args.threshold {
         Some(t) if !t.is_finite() => return Err(UsageError(format!("--threshold {t} is not a finite number")).into()),

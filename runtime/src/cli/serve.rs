@@ -17,6 +17,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// Requests between two decisions of the latency rule, unless told otherwise.
+pub const DEFAULT_MIN_SAMPLES: usize = 32;
+/// How often battery and temperature are read, milliseconds, unless told otherwise.
+pub const DEFAULT_POWER_POLL_MS: u64 = 5000;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model package directory.
@@ -38,7 +43,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
     /// Requests between two decisions of the latency rule.
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_MIN_SAMPLES, value_name = "N")]
     pub min_samples: usize,
     /// Where the kernel lists power supplies.
     #[arg(long, default_value = DEFAULT_POWER_ROOT, value_name = "DIR")]
@@ -47,7 +52,7 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_THERMAL_ROOT, value_name = "DIR")]
     pub thermal_root: PathBuf,
     /// How often to read battery and temperature, milliseconds.
-    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    #[arg(long, default_value_t = DEFAULT_POWER_POLL_MS, value_name = "MS")]
     pub power_poll_ms: u64,
 }
 

@@ -61,7 +61,7 @@ pub struct TrainConfig {
     /// What the exits pool: [CLS] (the reference) or the mean over tokens.
     #[serde(default)]
     pub pooling: Pooling,
-    /// Start each exit's pooler as a per-unit standardization of its layer's [CLS] vector, measured on the first
+    /// Start each exit's pooler as a per-unit standardization of what it pools from its layer, measured on the first
     /// training examples ([`MultiExitBert::standardize_exit_poolers`]); needs `per_exit_pooler`.
     #[serde(default)]
     pub standardize_poolers: bool,
