@@ -65,10 +65,27 @@ pub enum EmbeddingStorage {
     Int8,
 }
 
+/// How the f32 operations between the matmuls (LayerNorm, softmax, GELU) are written in the graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Numerics {
+    /// The standard operators, which tract runs with its fused LayerNorm, softmax and exact-erf GELU kernels.
+    /// Fastest, but those kernels' vector reductions and erf differ by an ulp between x86-64 and aarch64.
+    #[default]
+    Fused,
+    /// Only operations tract computes bit for bit alike on x86-64 and aarch64: sums as matmuls, softmax from
+    /// `Exp`, GELU in its tanh form from `Exp`. For int8 packages, where a one-ulp difference before a rounding
+    /// to int8 becomes a whole quantization step: the package answers on a Pi exactly as where it was calibrated.
+    Portable,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quantization {
     pub scheme: QuantScheme,
     pub embeddings: EmbeddingStorage,
+    /// Absent in packages written before it existed, which are all `fused`.
+    #[serde(default)]
+    pub numerics: Numerics,
 }
 
 /// The signal a package exits on, with its direction spelled out for readers of the JSON.
@@ -231,6 +248,7 @@ mod tests {
             quantization: Quantization {
                 scheme: QuantScheme::Int8PerTokenSymmetric,
                 embeddings: EmbeddingStorage::F16,
+                numerics: Numerics::Portable,
             },
             files: BTreeMap::from([("embeddings.onnx".into(), FileDigest { sha256: "00".into(), bytes: 1 })]),
         }
@@ -258,6 +276,15 @@ mod tests {
         let err = Manifest::read(dir.path()).unwrap_err();
         assert!(matches!(err, ManifestError::UnsupportedVersion { found: 2, .. }));
         assert!(err.to_string().contains("manifest.json"));
+    }
+
+    #[test]
+    fn a_manifest_without_numerics_is_fused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json["quantization"].as_object_mut().unwrap().remove("numerics");
+        std::fs::write(dir.path().join(MANIFEST_FILE), json.to_string()).unwrap();
+        assert_eq!(Manifest::read(dir.path()).unwrap().quantization.numerics, Numerics::Fused);
     }
 
     #[test]

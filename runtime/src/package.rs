@@ -136,7 +136,7 @@ fn verify_files(dir: &Path, m: &Manifest) -> Result<(), LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{EmbeddingStorage, FileDigest, QuantScheme, Quantization, FORMAT_VERSION};
+    use crate::manifest::{EmbeddingStorage, FileDigest, Numerics, QuantScheme, Quantization, FORMAT_VERSION};
     use crate::{ExitSignal, Task};
     use std::collections::BTreeMap;
 
@@ -153,7 +153,11 @@ mod tests {
             signal: ExitSignal::Energy.into(),
             default_threshold: 0.3,
             calibration: None,
-            quantization: Quantization { scheme: QuantScheme::None, embeddings: EmbeddingStorage::F32 },
+            quantization: Quantization {
+                scheme: QuantScheme::None,
+                embeddings: EmbeddingStorage::F32,
+                numerics: Numerics::Fused,
+            },
             files: BTreeMap::new(),
         };
         std::fs::write(dir.join(TOKENIZER_FILE), crate::tokenize::tests::tokenizer_json(true)).unwrap();

@@ -1,5 +1,6 @@
-//! Per-layer latency of the exported layer graph forms in tract: f32 against the int8 variants, at 16/32/64/128
-//! tokens, batch 1, one thread — the measurement behind the default int8 form.
+//! Per-layer latency of the exported layer graph forms in tract: f32 against the int8 variants (and portable
+//! against fused numerics), at 16/32/64/128 tokens, batch 1, one thread — the measurement behind the default int8
+//! form.
 //!
 //! usage: cargo run --release -p cosee-tools --example int8_timing [CHECKPOINT_DIR] [RUNS]
 //!
@@ -9,7 +10,7 @@
 //! medians over the rounds.
 
 use cosee_runtime::config::ExitConfig;
-use cosee_runtime::manifest::io_names;
+use cosee_runtime::manifest::{io_names, Numerics};
 use cosee_runtime::{ExitSignal, Task};
 use cosee_tools::checkpoint::OpenOptions;
 use cosee_tools::stages::{layer_graph, Int8Rescale, LayerForm};
@@ -67,13 +68,14 @@ fn main() -> anyhow::Result<()> {
         ("int8 sequential", int8(Int8Rescale::Sequential, false)),
         ("int8 combined fused-qkv", int8(Int8Rescale::Combined, true)),
         ("int8 sequential fused-qkv", int8(Int8Rescale::Sequential, true)),
+        ("int8 sequential, portable numerics", LayerForm { numerics: Numerics::Portable, ..LayerForm::int8() }),
     ];
     println!(
         "one layer: hidden {hidden}, FFN {}, {} heads; batch 1, one thread; median of {runs} interleaved runs (ms)",
         layer.intermediate.out_features(),
         w.num_heads
     );
-    print!("{:<26}", "tokens");
+    print!("{:<32}", "tokens");
     let lengths = [16usize, 32, 64, 128];
     for t in lengths {
         print!("{t:>9}");
@@ -113,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     for ((name, _), row) in variants.iter().zip(&table) {
-        print!("{name:<26}");
+        print!("{name:<32}");
         for v in row {
             print!("{v:>9.3}");
         }
@@ -121,7 +123,7 @@ fn main() -> anyhow::Result<()> {
     }
     let f32_row = &table[0];
     for ((name, _), row) in variants.iter().zip(&table).skip(1) {
-        print!("{:<26}", format!("× {name}"));
+        print!("{:<32}", format!("× {name}"));
         for (a, b) in f32_row.iter().zip(row) {
             print!("{:>8.2}×", a / b);
         }

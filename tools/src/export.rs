@@ -9,7 +9,7 @@ use crate::reference;
 use crate::stages::{self, Int8Rescale, LayerForm};
 use cosee_runtime::config::ExitConfig;
 use cosee_runtime::manifest::{
-    digest_file, exit_file, layer_file, EmbeddingStorage, Manifest, ManifestError, QuantScheme, Quantization,
+    digest_file, exit_file, layer_file, EmbeddingStorage, Manifest, ManifestError, Numerics, QuantScheme, Quantization,
     EMBEDDINGS_FILE, FORMAT_VERSION, TOKENIZER_FILE,
 };
 use cosee_runtime::ExitSignal;
@@ -25,6 +25,7 @@ pub struct ExportOptions {
     /// Int8 graph variants (see [`crate::stages::LayerForm`]); the defaults are the measured fastest.
     pub rescale: Int8Rescale,
     pub fused_qkv: bool,
+    pub numerics: Numerics,
     /// For a backbone without a `cosee` section: export with random exit heads for this configuration.
     pub backbone_heads: Option<ExitConfig>,
     pub seed: u64,
@@ -44,6 +45,7 @@ impl Default for ExportOptions {
             embeddings: EmbeddingStorage::F32,
             rescale: Int8Rescale::default(),
             fused_qkv: false,
+            numerics: Numerics::Fused,
             backbone_heads: None,
             seed: 0,
             default_threshold: None,
@@ -61,7 +63,7 @@ impl ExportOptions {
     }
 
     pub fn layer_form(&self) -> LayerForm {
-        LayerForm { scheme: self.quantize, rescale: self.rescale, fused_qkv: self.fused_qkv }
+        LayerForm { scheme: self.quantize, rescale: self.rescale, fused_qkv: self.fused_qkv, numerics: self.numerics }
     }
 }
 
@@ -188,7 +190,7 @@ pub fn export_checkpoint(
     progress
         .set_style(ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} {elapsed}").expect("valid template"));
     progress.set_message("embeddings");
-    write_graph(dir, EMBEDDINGS_FILE, &stages::embeddings_graph(&w.embeddings, options.embeddings))?;
+    write_graph(dir, EMBEDDINGS_FILE, &stages::embeddings_graph(&w.embeddings, options.embeddings, options.numerics))?;
     progress.inc(1);
     let form = options.layer_form();
     for (i, (layer, head)) in w.layers.iter().zip(&w.exits).enumerate() {
@@ -213,7 +215,8 @@ pub fn export_checkpoint(
     std::fs::copy(&checkpoint.tokenizer_path, &tokenizer_dst).map_err(io_err(&tokenizer_dst))?;
     progress.inc(1);
 
-    let quantization = Quantization { scheme: options.quantize, embeddings: options.embeddings };
+    let quantization =
+        Quantization { scheme: options.quantize, embeddings: options.embeddings, numerics: options.numerics };
     let check = if options.self_check {
         progress.set_message("self-check");
         let check = self_check(dir, checkpoint, quantization)?;

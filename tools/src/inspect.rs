@@ -89,8 +89,8 @@ impl fmt::Display for PackageSummary {
         )?;
         writeln!(
             f,
-            "quantization  {:?}, word embeddings {:?}",
-            self.quantization.scheme, self.quantization.embeddings
+            "quantization  {:?}, word embeddings {:?}, {:?} numerics",
+            self.quantization.scheme, self.quantization.embeddings, self.quantization.numerics
         )?;
         writeln!(
             f,

@@ -248,8 +248,10 @@ pub fn forward(w: &ModelWeights, quantization: Quantization, tokens: &TokenBatch
     let mut layers = Vec::with_capacity(w.num_layers());
     let mut exits = Vec::with_capacity(w.num_layers());
     let mut h = emb.clone();
+    // LayerNorm and softmax are the same functions in either numerics (here in f64); GELU may not be.
+    let activation_computed = crate::stages::computed_activation(w.activation, quantization.numerics);
     for (lw, ew) in w.layers.iter().zip(&w.exits) {
-        h = layer(lw, w.num_heads, w.activation, quantization.scheme, &h, &tokens.attention_mask);
+        h = layer(lw, w.num_heads, activation_computed, quantization.scheme, &h, &tokens.attention_mask);
         exits.push(exit(ew, &h));
         layers.push(h.clone());
     }

@@ -7,13 +7,15 @@
 //! activations and per-output-channel symmetric weights ([`crate::quant`]), the activation quantized with basic
 //! operators (ReduceMax of |x|, Div, Round, Cast) once per input and shared by the layers reading it (Q/K/V):
 //! tract's `DynamicQuantizeLinear` and `QuantizeLinear` are scalar loops that cost more than the int8 matmul
-//! saves, while these elementwise operators are vectorized. LayerNorm, softmax and GELU stay f32.
+//! saves, while these elementwise operators are vectorized. LayerNorm, softmax and GELU stay f32, written as the
+//! standard operators or, for [`Numerics::Portable`], from operations tract computes bit for bit alike on x86-64
+//! and aarch64 (see `portable_*` below).
 
 use crate::onnx::{Attr, Dim, Elem, GraphBuilder};
 use crate::quant;
 use crate::weights::{Activation, EmbeddingWeights, ExitWeights, LayerNorm, LayerWeights, Linear};
 use cosee_runtime::config::Pooling;
-use cosee_runtime::manifest::{io_names, EmbeddingStorage, QuantScheme};
+use cosee_runtime::manifest::{io_names, EmbeddingStorage, Numerics, QuantScheme};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::ModelProto;
 
@@ -41,14 +43,20 @@ pub struct LayerForm {
     pub rescale: Int8Rescale,
     /// Q, K and V as one `[hidden, 3·hidden]` matmul followed by a Split, instead of three matmuls.
     pub fused_qkv: bool,
+    pub numerics: Numerics,
 }
 
 impl LayerForm {
     pub fn f32() -> Self {
-        Self { scheme: QuantScheme::None, rescale: Int8Rescale::default(), fused_qkv: false }
+        Self { scheme: QuantScheme::None, rescale: Int8Rescale::default(), fused_qkv: false, numerics: Numerics::Fused }
     }
     pub fn int8() -> Self {
-        Self { scheme: QuantScheme::Int8PerTokenSymmetric, rescale: Int8Rescale::default(), fused_qkv: false }
+        Self {
+            scheme: QuantScheme::Int8PerTokenSymmetric,
+            rescale: Int8Rescale::default(),
+            fused_qkv: false,
+            numerics: Numerics::Fused,
+        }
     }
     pub fn of(scheme: QuantScheme) -> Self {
         match scheme {
@@ -62,11 +70,104 @@ fn i64_tensor(g: &mut GraphBuilder, name: &str, values: &[i64]) -> String {
     g.i64s(name, &[values.len()], values)
 }
 
-fn layer_norm(g: &mut GraphBuilder, x: &str, ln: &LayerNorm, prefix: &str) -> String {
+fn layer_norm(g: &mut GraphBuilder, x: &str, ln: &LayerNorm, prefix: &str, numerics: Numerics) -> String {
     let n = ln.weight.len();
     let gamma = g.f32s(&format!("{prefix}.weight"), &[n], &ln.weight);
     let beta = g.f32s(&format!("{prefix}.bias"), &[n], &ln.bias);
-    g.op("LayerNormalization", &[x, &gamma, &beta], vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(ln.eps))])
+    match numerics {
+        Numerics::Fused => g.op(
+            "LayerNormalization",
+            &[x, &gamma, &beta],
+            vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(ln.eps))],
+        ),
+        Numerics::Portable => portable_layer_norm(g, x, ln, &gamma, &beta, prefix),
+    }
+}
+
+// --- Portable numerics: the ops tract computes bit for bit alike on x86-64 and aarch64 ---
+//
+// Measured per op with tract 0.23.9 (x86-64 AVX-512 against qemu Cortex-A72/A76; scripts/check-aarch64.sh holds
+// whole packages to it): elementwise IEEE operations (Add, Sub, Mul, Div, Sqrt, Round, Abs), ReduceMax, and
+// `Exp` (one polynomial, the same FMA sequence on both) agree bit for bit, and so do matmuls with at least two
+// output columns, whose kernels accumulate along k in order. tract's LayerNorm and softmax kernels (vector sums
+// of different widths), its erf and GELU kernels (different polynomials), last-axis ReduceSum, and matmuls with
+// one output column (matrix-vector kernels split k by CPU) do not.
+
+/// Sums of the rows of `x` over its last axis (`width` long), `[.., 1]`: a matmul by the columns [1, 0], which
+/// keeps tract on its k-ordered matrix kernels (one column would take the matrix-vector path, and an all-ones
+/// operand is rewritten into a vector reduction).
+fn portable_row_sums(g: &mut GraphBuilder, x: &str, width: usize, prefix: &str) -> String {
+    let columns: Vec<f32> = (0..width).flat_map(|_| [1.0, 0.0]).collect();
+    let columns = g.f32s(&format!("{prefix}.sum_columns"), &[width, 2], &columns);
+    let sums = g.op("MatMul", &[x, &columns], vec![]);
+    first_column(g, &sums, prefix)
+}
+
+fn first_column(g: &mut GraphBuilder, x: &str, prefix: &str) -> String {
+    let start = i64_tensor(g, &format!("{prefix}.first.start"), &[0]);
+    let end = i64_tensor(g, &format!("{prefix}.first.end"), &[1]);
+    let axis = i64_tensor(g, &format!("{prefix}.first.axis"), &[-1]);
+    g.op("Slice", &[x, &start, &end, &axis], vec![])
+}
+
+/// (x − mean) / √(var + ε) · γ + β with both means from [`portable_row_sums`].
+fn portable_layer_norm(g: &mut GraphBuilder, x: &str, ln: &LayerNorm, gamma: &str, beta: &str, prefix: &str) -> String {
+    let width = ln.weight.len();
+    let inv_width = g.scalar(&format!("{prefix}.inv_width"), 1.0 / width as f32);
+    let eps = g.scalar(&format!("{prefix}.eps"), ln.eps);
+    let sums = portable_row_sums(g, x, width, &format!("{prefix}.mean"));
+    let mean = g.op("Mul", &[&sums, &inv_width], vec![]);
+    let centred = g.op("Sub", &[x, &mean], vec![]);
+    let squares = g.op("Mul", &[&centred, &centred], vec![]);
+    let sums = portable_row_sums(g, &squares, width, &format!("{prefix}.var"));
+    let var = g.op("Mul", &[&sums, &inv_width], vec![]);
+    let var = g.op("Add", &[&var, &eps], vec![]);
+    let std = g.op("Sqrt", &[&var], vec![]);
+    let normed = g.op("Div", &[&centred, &std], vec![]);
+    let scaled = g.op("Mul", &[&normed, gamma], vec![]);
+    g.op("Add", &[&scaled, beta], vec![])
+}
+
+/// Softmax over the keys of `scores` `[batch, heads, query, key]`: exp(s − max) divided by its sum over the keys,
+/// the sum a matmul by the key mask `[batch, 1, key, 2]` (two columns, see [`portable_row_sums`]). The mask
+/// being 1 on every real key, this is the plain softmax; padded keys, already at exp(−10000) = 0, add nothing.
+fn portable_softmax(g: &mut GraphBuilder, scores: &str, key_mask: &str) -> String {
+    let max = g.op("ReduceMax", &[scores], vec![("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))]);
+    let shifted = g.op("Sub", &[scores, &max], vec![]);
+    let exps = g.op("Exp", &[&shifted], vec![]);
+    let axes = i64_tensor(g, "softmax.mask_axes", &[1, 3]);
+    let column = g.op("Unsqueeze", &[key_mask, &axes], vec![]);
+    let columns = g.op("Concat", &[&column, &column], vec![("axis", Attr::Int(-1))]);
+    let sums = g.op("MatMul", &[&exps, &columns], vec![]);
+    let sums = first_column(g, &sums, "softmax.sum");
+    g.op("Div", &[&exps, &sums], vec![])
+}
+
+/// GELU in its tanh form, 0.5·x·(1 + tanh(u)) = x / (1 + exp(−2u)) with u = √(2/π)·(x + 0.044715·x³): only `Exp`
+/// is transcendental. Used for exact-erf GELU models too (see [`computed_activation`]): it differs from the erf
+/// form by at most 2.3e-4, a hundredth of the int8 step of a GELU output.
+fn portable_gelu(g: &mut GraphBuilder, x: &str) -> String {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    // −2u = x · (a·x² + b)
+    let a = g.scalar("gelu.cubic", (-2.0 * c * 0.044715) as f32);
+    let b = g.scalar("gelu.linear", (-2.0 * c) as f32);
+    let one = g.scalar("gelu.one", 1.0);
+    let x2 = g.op("Mul", &[x, x], vec![]);
+    let t = g.op("Mul", &[&x2, &a], vec![]);
+    let t = g.op("Add", &[&t, &b], vec![]);
+    let t = g.op("Mul", &[&t, x], vec![]);
+    let t = g.op("Exp", &[&t], vec![]);
+    let t = g.op("Add", &[&t, &one], vec![]);
+    g.op("Div", &[x, &t], vec![])
+}
+
+/// The activation a graph of these numerics computes for a model trained with `act`: portable numerics compute
+/// GELU in its tanh form ([`portable_gelu`]). The reference forward pass follows the same rule.
+pub fn computed_activation(act: Activation, numerics: Numerics) -> Activation {
+    match (act, numerics) {
+        (Activation::GeluErf, Numerics::Portable) => Activation::GeluTanh,
+        (act, _) => act,
+    }
 }
 
 /// `x Wᵀ + b` in f32, `scale` folded into W and b.
@@ -166,7 +267,10 @@ impl<'a> Linears<'a> {
     }
 }
 
-fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
+fn activation(g: &mut GraphBuilder, x: &str, act: Activation, numerics: Numerics) -> String {
+    if numerics == Numerics::Portable && act == Activation::GeluTanh {
+        return portable_gelu(g, x);
+    }
     match act {
         Activation::GeluErf => {
             // 0.5 · x · (1 + erf(x / √2))
@@ -201,7 +305,7 @@ fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
 
 /// `embeddings.onnx`: LayerNorm(word[ids] + position[0..S] + token_type[types]). The word table is stored as
 /// f32, f16 (Cast after the Gather) or per-row int8 (Cast, then Mul by the gathered row scale).
-pub fn embeddings_graph(w: &EmbeddingWeights, storage: EmbeddingStorage) -> ModelProto {
+pub fn embeddings_graph(w: &EmbeddingWeights, storage: EmbeddingStorage, numerics: Numerics) -> ModelProto {
     let h = w.word.cols;
     let mut g = GraphBuilder::new("embeddings");
     let ids = g.input(io_names::INPUT_IDS, Elem::I64, &[BATCH, SEQUENCE]);
@@ -242,7 +346,7 @@ pub fn embeddings_graph(w: &EmbeddingWeights, storage: EmbeddingStorage) -> Mode
     let position = g.op("Slice", &[&pos_table, &zero, &seq_len, &zero], vec![]);
     let sum = g.op("Add", &[&word, &token_type], vec![]);
     let sum = g.op("Add", &[&sum, &position], vec![]);
-    let out = layer_norm(&mut g, &sum, &w.layer_norm, "embeddings.LayerNorm");
+    let out = layer_norm(&mut g, &sum, &w.layer_norm, "embeddings.LayerNorm", numerics);
     g.output(&out, io_names::HIDDEN_STATES, Elem::F32, &[BATCH, SEQUENCE, Dim::Fixed(h)]);
     g.build()
 }
@@ -288,7 +392,10 @@ pub fn layer_graph(w: &LayerWeights, num_heads: usize, act: Activation, form: La
     let v = g.op("Transpose", &[&v], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
     let scores = g.op("MatMul", &[&q, &k], vec![]);
     let scores = g.op("Add", &[&scores, &additive], vec![]);
-    let probs = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+    let probs = match form.numerics {
+        Numerics::Fused => g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]),
+        Numerics::Portable => portable_softmax(&mut g, &scores, &maskf),
+    };
     let context = g.op("MatMul", &[&probs, &v], vec![]);
     let context = g.op("Transpose", &[&context], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
     let merged = i64_tensor(&mut g, "attention.merged_shape", &[0, 0, h as i64]);
@@ -296,13 +403,13 @@ pub fn layer_graph(w: &LayerWeights, num_heads: usize, act: Activation, form: La
 
     let attn = Linears::new(&mut g, &context, form).apply(&mut g, &w.attention_output, "attention.output.dense", 1.0);
     let attn = g.op("Add", &[&attn, &x], vec![]);
-    let h1 = layer_norm(&mut g, &attn, &w.attention_layer_norm, "attention.output.LayerNorm");
+    let h1 = layer_norm(&mut g, &attn, &w.attention_layer_norm, "attention.output.LayerNorm", form.numerics);
 
     let inter = Linears::new(&mut g, &h1, form).apply(&mut g, &w.intermediate, "intermediate.dense", 1.0);
-    let inter = activation(&mut g, &inter, act);
+    let inter = activation(&mut g, &inter, computed_activation(act, form.numerics), form.numerics);
     let out = Linears::new(&mut g, &inter, form).apply(&mut g, &w.output, "output.dense", 1.0);
     let out = g.op("Add", &[&out, &h1], vec![]);
-    let h2 = layer_norm(&mut g, &out, &w.output_layer_norm, "output.LayerNorm");
+    let h2 = layer_norm(&mut g, &out, &w.output_layer_norm, "output.LayerNorm", form.numerics);
     g.output(&h2, io_names::LAYER_OUTPUT, Elem::F32, &[BATCH, SEQUENCE, Dim::Fixed(h)]);
     g.build()
 }

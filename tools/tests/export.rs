@@ -1,7 +1,7 @@
 //! Export → tract numerics against the independent reference forward pass, the package's contents, and
 //! export atomicity.
 
-use cosee_runtime::manifest::{exit_file, layer_file, EmbeddingStorage, Manifest, QuantScheme, Quantization};
+use cosee_runtime::manifest::{exit_file, layer_file, EmbeddingStorage, Manifest, Numerics, QuantScheme, Quantization};
 use cosee_runtime::{ExitSignal, Task};
 use cosee_tools::check::{compare, sample_batch, StagePlans};
 use cosee_tools::reference;
@@ -59,7 +59,7 @@ fn f32_package_matches_reference_within_1e_4() {
     let pkg = tmp.path().join("pkg");
     let report = export(&ckpt, &pkg, &ExportOptions::default()).unwrap();
     let checkpoint = Checkpoint::open(&ckpt).unwrap();
-    let q = Quantization { scheme: QuantScheme::None, embeddings: EmbeddingStorage::F32 };
+    let q = Quantization { scheme: QuantScheme::None, embeddings: EmbeddingStorage::F32, numerics: Numerics::Fused };
     let worst = assert_matches_reference(&pkg, &checkpoint, q, 1e-4, 0.0);
     eprintln!("f32 max |Δ| vs reference: {worst:e}");
     assert!(report.check.unwrap().deltas.max() <= 1e-4);
@@ -90,8 +90,12 @@ fn int8_package_matches_simulated_int8_reference_and_stays_near_f32() {
     for embeddings in [EmbeddingStorage::F16, EmbeddingStorage::Int8] {
         let pkg = tmp.path().join(format!("pkg-{embeddings:?}"));
         let options = ExportOptions { embeddings, ..ExportOptions::int8() };
-        export(&ckpt, &pkg, &options).unwrap();
-        let q = Quantization { scheme: QuantScheme::Int8PerTokenSymmetric, embeddings };
+        let report = export(&ckpt, &pkg, &options).unwrap();
+        let q = report.manifest.quantization;
+        assert_eq!(
+            q,
+            Quantization { scheme: QuantScheme::Int8PerTokenSymmetric, embeddings, numerics: Numerics::Fused }
+        );
         // Against the simulation of the same int8 arithmetic: the graphs compute exactly that, except for rare
         // activations within f32 noise of a rounding boundary (see export::self_check_tolerance).
         let worst = assert_matches_reference(&pkg, &checkpoint, q, 0.1, 0.05);
@@ -102,7 +106,7 @@ fn int8_package_matches_simulated_int8_reference_and_stays_near_f32() {
         let tokens = sample_batch(2, 24, checkpoint.weights.embeddings.word.rows, 5);
         let f32_trace = reference::forward(
             &checkpoint.weights,
-            Quantization { scheme: QuantScheme::None, embeddings: EmbeddingStorage::F32 },
+            Quantization { scheme: QuantScheme::None, embeddings: EmbeddingStorage::F32, numerics: Numerics::Fused },
             &tokens,
         );
         let int8_trace = plans.forward(&tokens, 64).unwrap();
@@ -120,12 +124,16 @@ fn int8_variants_compute_the_same_function() {
     let ckpt = tmp.path().join("ckpt");
     tiny_checkpoint(&ckpt, 1, 32, 2);
     let checkpoint = Checkpoint::open(&ckpt).unwrap();
-    for (rescale, fused_qkv) in [(Int8Rescale::Sequential, false), (Int8Rescale::Combined, true)] {
-        let pkg = tmp.path().join(format!("pkg-{rescale:?}-{fused_qkv}"));
-        let options = ExportOptions { rescale, fused_qkv, ..ExportOptions::int8() };
-        export(&ckpt, &pkg, &options).unwrap();
-        let q = Quantization { scheme: QuantScheme::Int8PerTokenSymmetric, embeddings: EmbeddingStorage::F16 };
-        assert_matches_reference(&pkg, &checkpoint, q, 0.1, 0.05);
+    for (rescale, fused_qkv, numerics) in [
+        (Int8Rescale::Sequential, false, Numerics::Portable),
+        (Int8Rescale::Combined, true, Numerics::Portable),
+        (Int8Rescale::Sequential, false, Numerics::Fused),
+    ] {
+        let pkg = tmp.path().join(format!("pkg-{rescale:?}-{fused_qkv}-{numerics:?}"));
+        let options = ExportOptions { rescale, fused_qkv, numerics, ..ExportOptions::int8() };
+        let report = export(&ckpt, &pkg, &options).unwrap();
+        assert_eq!(report.manifest.quantization.numerics, numerics);
+        assert_matches_reference(&pkg, &checkpoint, report.manifest.quantization, 0.1, 0.05);
     }
 }
 
@@ -160,4 +168,61 @@ fn existing_package_is_refused_then_replaced_with_force() {
     assert!(pkg.join(layer_file(1)).is_file() && pkg.join(exit_file(1)).is_file());
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+}
+
+/// Portable numerics write only operations tract computes bit for bit alike on x86-64 and aarch64 (the measured
+/// list in stages.rs); scripts/check-aarch64.sh holds the answers themselves to it under qemu.
+#[test]
+fn portable_graphs_use_only_cpu_independent_operations() {
+    use prost::Message;
+    const PORTABLE: &[&str] = &[
+        "Abs",
+        "Add",
+        "Cast",
+        "Concat",
+        "Div",
+        "Exp",
+        "Gather",
+        "MatMul",
+        "MatMulInteger",
+        "Max",
+        "Mul",
+        "ReduceMax",
+        "Reshape",
+        "Round",
+        "Shape",
+        "Slice",
+        "Sqrt",
+        "Sub",
+        "Transpose",
+        "Unsqueeze",
+        "Identity",
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    tiny_checkpoint(&ckpt, 2, 32, 2);
+    let op_types = |pkg: &Path| -> std::collections::BTreeSet<String> {
+        let mut files = vec!["embeddings.onnx".to_string()];
+        files.extend((1..=2).map(layer_file));
+        files
+            .iter()
+            .flat_map(|f| {
+                let bytes = std::fs::read(pkg.join(f)).unwrap();
+                let model = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+                model.graph.unwrap().node.into_iter().map(|n| n.op_type)
+            })
+            .collect()
+    };
+    let portable = tmp.path().join("portable");
+    export(&ckpt, &portable, &ExportOptions { numerics: Numerics::Portable, ..ExportOptions::int8() }).unwrap();
+    let ops = op_types(&portable);
+    let foreign: Vec<&String> = ops.iter().filter(|op| !PORTABLE.contains(&op.as_str())).collect();
+    assert!(foreign.is_empty(), "portable graphs use {foreign:?}");
+    // The fused form, the check's counter-example, uses tract's CPU-specific kernels.
+    let fused = tmp.path().join("fused");
+    export(&ckpt, &fused, &ExportOptions::int8()).unwrap();
+    let ops = op_types(&fused);
+    for op in ["LayerNormalization", "Softmax", "Erf"] {
+        assert!(ops.contains(op), "fused graphs lack {op}: {ops:?}");
+    }
 }

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use cosee_runtime::config::ExitConfig;
-use cosee_runtime::manifest::{EmbeddingStorage, QuantScheme};
+use cosee_runtime::manifest::{EmbeddingStorage, Numerics, QuantScheme};
 use cosee_runtime::{ExitSignal, Task};
 use cosee_tools::export::{export, ExportOptions};
 use std::path::PathBuf;
@@ -30,6 +30,15 @@ enum Embeddings {
     Int8,
 }
 
+/// How LayerNorm, softmax and GELU are written (see the manifest's `Numerics`).
+#[derive(Clone, Copy, ValueEnum)]
+enum NumericsArg {
+    /// The standard operators (tract's fused kernels): fastest, but differ by an ulp between x86-64 and ARM.
+    Fused,
+    /// Operations tract computes bit for bit alike on x86-64 and ARM; GELU in its tanh form.
+    Portable,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write the per-layer ONNX package of a checkpoint.
@@ -45,6 +54,11 @@ enum Command {
         /// Word-embedding table storage [default: f32 with --quantize none, f16 with --quantize int8].
         #[arg(long, value_enum)]
         embeddings: Option<Embeddings>,
+        /// How LayerNorm, softmax and GELU are written. `portable`: an int8 package answers on ARM bit for bit as
+        /// on x86-64 (the fused kernels differ by an ulp, which an int8 rounding can turn into a whole step), at
+        /// about 1.3x the latency (docs/raspberry-pi.md).
+        #[arg(long, value_enum, default_value = "fused")]
+        numerics: NumericsArg,
         /// For a pretrained backbone without a `cosee` section: export it for this task with RANDOM exit heads
         /// (for timing and format checks).
         #[arg(long)]
@@ -141,6 +155,7 @@ fn main() -> Result<()> {
             out,
             quantize,
             embeddings,
+            numerics,
             task,
             signal,
             max_seq_len,
@@ -158,6 +173,10 @@ fn main() -> Result<()> {
                 (Some(Embeddings::F16), _) | (None, QuantScheme::Int8PerTokenSymmetric) => EmbeddingStorage::F16,
                 (Some(Embeddings::Int8), _) => EmbeddingStorage::Int8,
             };
+            let numerics = match numerics {
+                NumericsArg::Fused => Numerics::Fused,
+                NumericsArg::Portable => Numerics::Portable,
+            };
             let backbone_heads = task.map(|task| ExitConfig {
                 task,
                 label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
@@ -169,6 +188,7 @@ fn main() -> Result<()> {
             let options = ExportOptions {
                 quantize,
                 embeddings,
+                numerics,
                 backbone_heads,
                 seed,
                 default_threshold: threshold,
@@ -184,12 +204,13 @@ fn main() -> Result<()> {
             }
             let m = &report.manifest;
             println!(
-                "wrote {} ({} layers, hidden {}, {:?} / {:?} embeddings, {:.1} MB)",
+                "wrote {} ({} layers, hidden {}, {:?} / {:?} embeddings / {:?} numerics, {:.1} MB)",
                 report.package.display(),
                 m.num_layers,
                 m.hidden_size,
                 m.quantization.scheme,
                 m.quantization.embeddings,
+                m.quantization.numerics,
                 report.total_bytes as f64 / 1e6
             );
             if let Some(check) = &report.check {
