@@ -6,8 +6,8 @@
 #
 #   scripts/check-aarch64.sh [PACKAGE_DIR ...]
 #
-# Without PACKAGE_DIR: exports an f32 and an int8 package from a random 4-layer checkpoint (tools) into
-# target/aarch64-check/, and checks them and the shipped models/sst2-minilm-l6. Emulated timings mean nothing for
+# Without PACKAGE_DIR: exports an f32 package and two int8 packages (fused and portable numerics) from a random
+# 4-layer checkpoint (tools) into target/aarch64-check/, and checks them and the shipped models/sst2-minilm-l6. Emulated timings mean nothing for
 # a Pi and are printed only as the check's own cost.
 # Environment: AARCH64_PROFILE (cargo profile of the aarch64 build, default `release`; `release-pi` adds fat LTO),
 # AARCH64_INPUTS (inputs file, default the 40 committed SST-2 dev sentences), AARCH64_BUDGET=warn (report an
@@ -98,9 +98,13 @@ else
   checkpoint="$work/checkpoint"
   rm -rf "$checkpoint"
   "$random_checkpoint" "$checkpoint" >/dev/null
-  packages=("$work/random-f32" "$work/random-int8")
+  packages=("$work/random-f32" "$work/random-int8" "$work/random-int8-portable")
   "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-f32" --quantize none --force
   "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-int8" --quantize int8 --force
+  # Portable numerics: held to 1e-3 against x86 (fused int8 packages to identical labels and exit layers; see
+  # scripts/aarch64_agreement.py).
+  "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-int8-portable" --quantize int8 \
+    --numerics portable --force
   # The shipped model too: the package users copy to their Pi.
   [ -f models/sst2-minilm-l6/manifest.json ] && packages+=(models/sst2-minilm-l6)
 fi
