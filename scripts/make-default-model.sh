@@ -55,7 +55,8 @@ fi
 # 2. The binaries (the trainer links libtorch, unpacked from the PyPI wheel).
 LIBTORCH="$(scripts/setup-libtorch.sh)"
 export LIBTORCH
-cargo build --release -p cosee-trainer -p cosee-tools -p cosee-runtime
+# The test command's own build (scripts/test.sh): the same feature unification, so nothing of tract rebuilds.
+cargo build --release --workspace --all-targets
 bin=target/release
 export OMP_WAIT_POLICY=PASSIVE
 
