@@ -6,15 +6,14 @@
 
 mod common;
 
-use common::cosee_edge;
+use common::{cosee_edge, run_with_stdin};
 use cosee_runtime::signal::softmax;
 use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, InputError, RunError, Task};
 use cosee_tools::export::{export, ExportOptions};
 use cosee_tools::testing::tiny_config;
 use cosee_tools::write_random_checkpoint;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const SENTENCES: [&str; 4] = [
@@ -172,12 +171,8 @@ fn non_finite_exit_logits_are_skipped_and_flagged() {
 fn classify(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(cosee_edge());
     cmd.arg("classify").arg("--model").arg(package()).args(args);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    // An empty stdin, not none: classify without TEXT reads lines until EOF.
+    run_with_stdin(&mut cmd, Some(stdin.unwrap_or_default()))
 }
 
 fn stdout(out: &Output) -> String {
@@ -293,4 +288,7 @@ fn cli_budget_runs_stdin_under_the_controller() {
     // Not for TEXT arguments, nor for a budget that is not a duration.
     assert_eq!(classify(&["--budget-ms", "5", "x"], None).status.code(), Some(2));
     assert_eq!(classify(&["--budget-ms", "-1"], Some(b"x\n")).status.code(), Some(2));
+    // A usage error answers at once, without reading stdin: with more input than a pipe holds, the write is cut off.
+    let flood = "the movie is great\n".repeat(100_000);
+    assert_eq!(classify(&["--budget-ms", "-1"], Some(flood.as_bytes())).status.code(), Some(2));
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cosee_edge;
+use common::{cosee_edge, run_with_stdin};
 use cosee_runtime::bench::{self, BenchOptions};
 use cosee_runtime::controller::Ladder;
 use cosee_runtime::glue::{parse_tsv, Example};
@@ -16,9 +16,8 @@ use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, Task};
 use cosee_tools::export::{export, ExportOptions};
 use cosee_tools::testing::tiny_config;
 use cosee_tools::write_random_checkpoint;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const SST2_DEV: &str = include_str!("data/sst2-dev-40.tsv");
@@ -115,14 +114,7 @@ fn bench_sweep_is_consistent_with_full_depth() {
 }
 
 fn cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(cosee_edge());
-    cmd.current_dir(dir).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd.spawn().unwrap();
-    if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-    }
-    child.wait_with_output().unwrap()
+    run_with_stdin(Command::new(cosee_edge()).current_dir(dir).args(args), stdin)
 }
 
 fn text(bytes: &[u8]) -> String {

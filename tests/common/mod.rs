@@ -1,8 +1,9 @@
 //! Shared by the cross-crate tests that run the `cosee-edge` binary.
 #![allow(dead_code)]
 
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// Finds the `cosee-edge` executable of this workspace, building it if it is missing or stale.
@@ -32,4 +33,22 @@ pub fn cosee_edge() -> &'static Path {
             .find_map(|m| m["executable"].as_str().map(PathBuf::from))
             .expect("cargo reported no cosee-edge executable")
     })
+}
+
+/// Runs `cmd` with `stdin` fed to it (or no stdin at all) and collects its output.
+///
+/// A command may rightly exit before it reads its input (a usage error, a missing model): writing to its closed pipe
+/// then fails with `BrokenPipe`, which is the child's answer, not a test failure; its exit status says what happened.
+pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cosee-edge");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        match pipe.write_all(bytes) {
+            Err(e) if e.kind() != ErrorKind::BrokenPipe => panic!("writing the child's stdin: {e}"),
+            _ => {}
+        }
+    }
+    child.wait_with_output().expect("wait for cosee-edge")
 }
