@@ -128,11 +128,10 @@ fn bad_inputs_fail_alone() {
     assert!(matches!(e.classify(&Input::single(" \t ")), Err(RunError::Input(InputError::WhitespaceOnly))));
     assert!(matches!(e.classify(&Input::pair("a", "b")), Err(RunError::Input(InputError::Arity(_)))));
     let huge: String = SENTENCES.join(" ").chars().cycle().take(100_000).collect();
-    let start = std::time::Instant::now();
+    // That only a prefix of it is tokenized is checked in the tokenizer's own tests (structurally, not by a timing).
     let a = e.classify_with(&Input::single(&huge), energy(0.0)).unwrap();
     assert!(a.truncated);
     assert_eq!(a.tokens, e.manifest().max_seq_len);
-    assert!(a.stage_ms.get(cosee_runtime::Stage::Tokenize).unwrap() < 100.0, "{:?}", start.elapsed());
     // The engine is unharmed.
     assert!(!e.classify(&Input::single(SENTENCES[0])).unwrap().truncated);
 }
