@@ -7,8 +7,8 @@
 #   scripts/check-aarch64.sh [PACKAGE_DIR ...]
 #
 # Without PACKAGE_DIR: exports an f32 package and two int8 packages (fused and portable numerics) from a random
-# 4-layer checkpoint (tools) into target/aarch64-check/, and checks them and the shipped models/sst2-minilm-l6. Emulated timings mean nothing for
-# a Pi and are printed only as the check's own cost.
+# 4-layer checkpoint (tools) into target/aarch64-check/, and checks them and the shipped models/sst2-minilm-l6.
+# Emulated timings mean nothing for a Pi and are printed only as the check's own cost.
 # Environment: AARCH64_PROFILE (cargo profile of the aarch64 build, default `release`; `release-pi` adds fat LTO),
 # AARCH64_INPUTS (inputs file, default the 40 committed SST-2 dev sentences), AARCH64_BUDGET=warn (report an
 # exceeded budget without failing).

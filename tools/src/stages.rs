@@ -268,10 +268,8 @@ impl<'a> Linears<'a> {
 }
 
 fn activation(g: &mut GraphBuilder, x: &str, act: Activation, numerics: Numerics) -> String {
-    if numerics == Numerics::Portable && act == Activation::GeluTanh {
-        return portable_gelu(g, x);
-    }
     match act {
+        Activation::GeluTanh if numerics == Numerics::Portable => portable_gelu(g, x),
         Activation::GeluErf => {
             // 0.5 · x · (1 + erf(x / √2))
             let sqrt2 = g.scalar("gelu.sqrt2", std::f32::consts::SQRT_2);
