@@ -213,6 +213,39 @@ pub fn parse_tsv(task: Task, text: &str, origin: &str) -> Result<Vec<Example>, D
     Ok(examples)
 }
 
+/// Splits the text of a GLUE TSV into (kept, held out): `fraction` of its data lines, chosen by `seed` alone,
+/// go to the second part. Both keep the header and the original line order, so each is a GLUE file of the same
+/// task that every reader here takes. The choice ranks lines by a hash of (seed, line index), so it does not
+/// depend on a random-number library's version, and the same file, fraction and seed give the same slice on
+/// every machine. Used to tune hyper-parameters and τ on training data and keep the dev set unseen.
+pub fn holdout_split(text: &str, fraction: f64, seed: u64) -> (String, String) {
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = body.lines();
+    let header = lines.next().unwrap_or("");
+    let data: Vec<&str> = lines.filter(|l| !l.trim().is_empty()).collect();
+    let wanted = ((data.len() as f64 * fraction.clamp(0.0, 1.0)).round() as usize).min(data.len());
+    let mut ranked: Vec<(u64, usize)> = (0..data.len()).map(|i| (splitmix64(seed ^ splitmix64(i as u64)), i)).collect();
+    ranked.sort_unstable();
+    let mut held = vec![false; data.len()];
+    for &(_, i) in &ranked[..wanted] {
+        held[i] = true;
+    }
+    let (mut kept, mut out) = (format!("{header}\n"), format!("{header}\n"));
+    for (line, h) in data.iter().zip(held) {
+        let target = if h { &mut out } else { &mut kept };
+        target.push_str(line);
+        target.push('\n');
+    }
+    (kept, out)
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Reads one input per line: a pair as `first<TAB>second`. No labels. Used for plain-text benchmark files.
 pub fn parse_plain_lines(text: &str) -> Vec<Example> {
     text.lines()
@@ -278,6 +311,28 @@ mod tests {
             assert_eq!(t.dir_name().parse::<Task>().unwrap(), t);
         }
         assert_eq!(serde_json::to_string(&Task::Sst2).unwrap(), "\"sst-2\"");
+    }
+
+    #[test]
+    fn holdout_split_is_a_seeded_partition_of_the_lines() {
+        let text: String = std::iter::once("sentence\tlabel\n".to_string())
+            .chain((0..200).map(|i| format!("s{i}\t{}\n", i % 2)))
+            .collect();
+        let (kept, held) = holdout_split(&text, 0.05, 7);
+        let kept_ex = parse_tsv(Task::Sst2, &kept, "kept").unwrap();
+        let held_ex = parse_tsv(Task::Sst2, &held, "held").unwrap();
+        assert_eq!(held_ex.len(), 10);
+        assert_eq!(kept_ex.len(), 190);
+        // A partition: every line lands in exactly one part, each part in file order.
+        let mut all: Vec<String> = kept_ex.iter().chain(&held_ex).map(|e| e.text_a.clone()).collect();
+        let index = |s: &String| s[1..].parse::<usize>().unwrap();
+        assert!(held_ex.windows(2).all(|w| index(&w[0].text_a) < index(&w[1].text_a)));
+        all.sort_by_key(index);
+        assert_eq!(all, (0..200).map(|i| format!("s{i}")).collect::<Vec<_>>());
+        // The same seed gives the same slice; another seed another one.
+        assert_eq!(holdout_split(&text, 0.05, 7).1, held);
+        assert_ne!(holdout_split(&text, 0.05, 8).1, held);
+        assert_eq!(parse_tsv(Task::Sst2, &holdout_split(&text, 0.0, 7).1, "x").unwrap().len(), 0);
     }
 
     #[test]

@@ -90,6 +90,70 @@ pub fn difficulty_inversion_score(signal: ExitSignal, signals: &[f32], correct: 
     Some(1.0 - inversions / (easy_total as f64 * hard_total as f64))
 }
 
+/// The layer speed-ups (Eq. 12) at which objectives are compared: the paper's operating range.
+pub const REPORTED_SPEEDUPS: [f64; 5] = [1.5, 2.0, 2.5, 3.0, 4.0];
+
+/// At most this many thresholds in a [`dense_thresholds`] sweep: enough that neighbouring points of the curve
+/// differ by a handful of samples, few enough that a sweep over a large held-out slice stays under a second.
+pub const MAX_DENSE_THRESHOLDS: usize = 2000;
+
+/// The thresholds that realise every distinct early-exit outcome of a set of signals `[sample][layer]`: the
+/// midpoints between consecutive distinct internal-layer signal values, plus one threshold beyond each end
+/// (nobody exits, everybody exits where it can). A fixed grid such as 0.05 steps jumps over the steep part of
+/// the accuracy / speed-up curve; this one moves one sample at a time. Above [`MAX_DENSE_THRESHOLDS`] distinct
+/// values, evenly spaced quantiles are taken instead. Patience is a count: its thresholds are 1..M−1.
+pub fn dense_thresholds(signal: ExitSignal, signals: &[Vec<f32>]) -> Vec<f32> {
+    let num_layers = signals.first().map_or(0, Vec::len);
+    if signal == ExitSignal::Patience {
+        return (1..num_layers.max(2)).map(|p| p as f32).collect();
+    }
+    let mut values: Vec<f32> = signals
+        .iter()
+        .flat_map(|row| row[..row.len().saturating_sub(1)].iter().copied())
+        .filter(|s| s.is_finite())
+        .collect();
+    values.sort_by(f32::total_cmp);
+    values.dedup();
+    if values.len() > MAX_DENSE_THRESHOLDS {
+        let last = values.len() - 1;
+        values = (0..MAX_DENSE_THRESHOLDS).map(|i| values[i * last / (MAX_DENSE_THRESHOLDS - 1)]).collect();
+        values.dedup();
+    }
+    let (Some(&lo), Some(&hi)) = (values.first(), values.last()) else {
+        return vec![0.0];
+    };
+    let mut out = Vec::with_capacity(values.len() + 1);
+    out.push(lo - 1.0);
+    out.extend(values.windows(2).map(|w| 0.5 * (w[0] + w[1])));
+    out.push(hi + 1.0);
+    // Sorted ascending, which for signals that exit below τ is also ascending speed-up.
+    out
+}
+
+/// The metric at a fixed layer speed-up, read off a curve of `(speed-up, metric)` points by linear
+/// interpolation between the two points that bracket `target`. Points at the same speed-up are averaged first.
+/// `None` when the curve never reaches `target` (or starts above it).
+pub fn metric_at_speedup(points: &[(f64, f64)], target: f64) -> Option<f64> {
+    let mut sorted: Vec<(f64, f64)> = points.iter().copied().filter(|(s, m)| s.is_finite() && m.is_finite()).collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut curve: Vec<(f64, f64)> = Vec::with_capacity(sorted.len());
+    let mut i = 0;
+    while i < sorted.len() {
+        let j = sorted[i..].iter().position(|p| p.0 != sorted[i].0).map_or(sorted.len(), |k| i + k);
+        let mean = sorted[i..j].iter().map(|p| p.1).sum::<f64>() / (j - i) as f64;
+        curve.push((sorted[i].0, mean));
+        i = j;
+    }
+    let exact = curve.iter().find(|p| p.0 == target);
+    if let Some(p) = exact {
+        return Some(p.1);
+    }
+    curve.windows(2).find(|w| w[0].0 < target && target < w[1].0).map(|w| {
+        let t = (target - w[0].0) / (w[1].0 - w[0].0);
+        w[0].1 + t * (w[1].1 - w[0].1)
+    })
+}
+
 /// Percentile by linear interpolation between closest ranks (`q` in 0..=100); NaN for no data.
 pub fn percentile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {
@@ -141,6 +205,40 @@ mod tests {
         let dis = difficulty_inversion_score(ExitSignal::Energy, &[0.3, 0.3], &[true, false]);
         assert!((dis.unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(difficulty_inversion_score(ExitSignal::Energy, &[0.1, 0.2], &[true, true]), None);
+    }
+
+    #[test]
+    fn metric_at_speedup_interpolates_between_bracketing_points() {
+        let curve = [(1.0, 0.90), (2.0, 0.88), (2.0, 0.86), (4.0, 0.80)];
+        // Exactly on a point: the two points at 2.0 average to 0.87.
+        assert!((metric_at_speedup(&curve, 2.0).unwrap() - 0.87).abs() < 1e-12);
+        // 1.5 lies halfway between 1.0 (0.90) and 2.0 (0.87).
+        assert!((metric_at_speedup(&curve, 1.5).unwrap() - 0.885).abs() < 1e-12);
+        // 3.0 halfway between 2.0 (0.87) and 4.0 (0.80); order of the input does not matter.
+        let shuffled = [curve[3], curve[0], curve[2], curve[1]];
+        assert!((metric_at_speedup(&shuffled, 3.0).unwrap() - 0.835).abs() < 1e-12);
+        assert_eq!(metric_at_speedup(&curve, 4.5), None);
+        assert_eq!(metric_at_speedup(&curve, 0.5), None);
+    }
+
+    #[test]
+    fn dense_thresholds_move_one_sample_at_a_time() {
+        // Internal signals 0.2, 0.4 (sample 0) and 0.3, 0.3 (sample 1); the last column is never thresholded.
+        let signals = vec![vec![0.2, 0.4, 0.9], vec![0.3, 0.3, 0.0]];
+        let t = dense_thresholds(ExitSignal::Energy, &signals);
+        assert_eq!(t.len(), 4);
+        assert!(t[0] < 0.2 && (t[1] - 0.25).abs() < 1e-6 && (t[2] - 0.35).abs() < 1e-6 && t[3] > 0.4);
+        let layers = |tau| -> Vec<usize> {
+            signals.iter().map(|r| crate::signal::exit_layer(ExitSignal::Energy, r, tau)).collect()
+        };
+        assert_eq!(layers(t[0]), vec![3, 3]);
+        assert_eq!(layers(t[1]), vec![1, 3]);
+        assert_eq!(layers(t[2]), vec![1, 1]);
+        assert_eq!(dense_thresholds(ExitSignal::Patience, &signals), vec![1.0, 2.0]);
+        // Many distinct values are thinned to quantiles, still sorted.
+        let many: Vec<Vec<f32>> = (0..5000).map(|i| vec![i as f32 / 5000.0, 0.0]).collect();
+        let t = dense_thresholds(ExitSignal::Energy, &many);
+        assert!(t.len() <= MAX_DENSE_THRESHOLDS + 1 && t.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

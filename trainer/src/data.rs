@@ -64,7 +64,28 @@ fn split_name(split: Split) -> &'static str {
 
 /// Reads a GLUE TSV and insists on labels (training and evaluation both need them).
 pub fn read_labelled(task: Task, path: &Path) -> Result<Vec<Example>> {
-    let examples = read_tsv(task, path)?;
+    require_labels(read_tsv(task, path)?, path)
+}
+
+/// The seed of the held-out slice: fixed, not the run's, so that runs of every seed and objective hold out the
+/// same examples and are tuned on the same data.
+pub const HOLDOUT_SEED: u64 = 0x4B1D_5EED;
+
+/// The name of the held-out slice a run writes into its output directory.
+pub const HOLDOUT_FILE: &str = "holdout.tsv";
+
+/// Reads the training file with `fraction` of it held out (by [`HOLDOUT_SEED`]); the held-out slice is
+/// written, as a GLUE file of the task, to `holdout_out`. Returns the examples to train on.
+pub fn load_with_holdout(task: Task, path: &Path, fraction: f64, holdout_out: &Path) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
+    let (kept, held) = cosee_runtime::glue::holdout_split(&text, fraction, HOLDOUT_SEED);
+    crate::model::checkpoint::write_file_atomically(holdout_out, held.as_bytes())?;
+    let origin = path.display().to_string();
+    let examples = cosee_runtime::glue::parse_tsv(task, &kept, &origin)?;
+    require_labels(examples, path)
+}
+
+fn require_labels(examples: Vec<Example>, path: &Path) -> Result<Vec<Example>> {
     if examples.is_empty() {
         return Err(TrainerError::Invalid(format!("{}: no examples", path.display())));
     }

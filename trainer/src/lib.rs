@@ -7,6 +7,7 @@
 //! - [`data`]: GLUE splits through `cosee_runtime::glue`.
 //! - [`train`]: the training loop (AdamW, linear decay, clipping, accumulation, checkpoints, resume).
 //! - [`eval`]: the τ sweep, per-layer accuracy and DIS, JSON/CSV reports; [`plot`]: PNG charts.
+//! - [`results`]: the committed comparison of objectives at fixed speed-ups, over seeds.
 //! - [`device`]: device selection and libtorch threads.
 //! - [`verify`]: parity of a checkpoint with the package exported from it (logits, exit decisions, accuracy).
 
@@ -17,6 +18,7 @@ pub mod eval;
 pub mod model;
 pub mod objective;
 pub mod plot;
+pub mod results;
 pub mod tokenize;
 pub mod train;
 pub mod verify;

@@ -94,6 +94,73 @@ pub fn tradeoff(runs: &[(String, &EvalReport)], path: &Path) -> Result<()> {
     root.present().map_err(|e| err(e.to_string()))
 }
 
+/// The objective comparison: for each objective, its mean metric (%) over seeds at the fixed layer speed-ups
+/// (a line), with the range over seeds (a bar), and full depth at 1×.
+pub fn objectives(runs: &[crate::results::RunResult], title: &str, path: &Path) -> Result<()> {
+    register_font()?;
+    let err = plot_err(path);
+    let groups = crate::results::summarize(runs);
+    let series: Vec<(String, Vec<(f64, crate::results::Spread)>)> = groups
+        .iter()
+        .map(|g| {
+            let mut pts = vec![(1.0, g.full_depth)];
+            pts.extend(g.at_speedup.iter().filter_map(|(x, s)| s.map(|s| (*x, s))));
+            (g.name.clone(), pts)
+        })
+        .collect();
+    let values = series.iter().flat_map(|(_, p)| p.iter().flat_map(|(_, s)| [s.min, s.max]));
+    let (lo, hi) =
+        values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(100.0 * v), hi.max(100.0 * v)));
+    if !lo.is_finite() {
+        return Err(err("no results to plot".into()));
+    }
+    let x_max = cosee_runtime::metrics::REPORTED_SPEEDUPS.iter().copied().fold(1.0, f64::max);
+    let pad = ((hi - lo) * 0.08).max(0.5);
+    let metric = runs.first().map_or("accuracy", |r| r.metric.as_str());
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FAMILY, 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.9f64..x_max + 0.2, (lo - pad)..(hi + pad))
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("layer speed-up (Eq. 12)")
+        .y_desc(format!("{metric} (%), mean over seeds; bars: min–max"))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        // Objectives share x positions; a small offset keeps their bars apart.
+        let dx = (i as f64 - (series.len() as f64 - 1.0) / 2.0) * 0.03;
+        let line: Vec<(f64, f64)> = pts.iter().map(|(x, s)| (x + dx, 100.0 * s.mean)).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(|e| err(e.to_string()))?
+            .label(format!("{name} ({} seeds)", pts.first().map_or(0, |p| p.1.runs)))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|(x, s)| {
+                ErrorBar::new_vertical(x + dx, 100.0 * s.min, 100.0 * s.mean, 100.0 * s.max, color.filled(), 8)
+            }))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerLeft)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))
+}
+
 /// Exit-layer histograms (share of samples per layer) for up to six τ spread over the sweep.
 pub fn exit_histograms(report: &EvalReport, path: &Path) -> Result<()> {
     register_font()?;
@@ -227,7 +294,33 @@ mod tests {
         let paths = all(&report, dir.path(), "eval", "tiny").unwrap();
         let overlay = dir.path().join("overlay.png");
         tradeoff(&[("a".into(), &report), ("b".into(), &report)], &overlay).unwrap();
-        for path in paths.iter().chain([&overlay]) {
+        let mut run = crate::results::RunResult {
+            task: "sst-2".into(),
+            objective: "cosee".into(),
+            seed: 1,
+            epochs: 1,
+            beta0: 1.0,
+            alpha: 0.01,
+            epsilon: 0.3,
+            batch_size: 32,
+            holdout_fraction: None,
+            metric: "accuracy".into(),
+            full_depth_accuracy: 0.9,
+            full_depth: 0.9,
+            at_speedup: [("2.0".to_string(), 0.88), ("3.0".to_string(), 0.85)].into_iter().collect(),
+            exit_accuracy: vec![],
+            exit_dis: vec![],
+            run: "a".into(),
+        };
+        let mut runs = vec![run.clone()];
+        run.seed = 2;
+        run.at_speedup.insert("2.0".into(), 0.86);
+        runs.push(run.clone());
+        run.objective = "conventional".into();
+        runs.push(run);
+        let comparison = dir.path().join("objectives.png");
+        objectives(&runs, "SST-2", &comparison).unwrap();
+        for path in paths.iter().chain([&overlay, &comparison]) {
             let bytes = std::fs::read(path).unwrap();
             assert_eq!(&bytes[1..4], b"PNG", "{}", path.display());
             assert!(bytes.len() > 5_000, "{} is suspiciously small", path.display());

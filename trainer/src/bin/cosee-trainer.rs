@@ -12,7 +12,7 @@ use cosee_trainer::eval::{self, EvalReport};
 use cosee_trainer::model::{MultiExitBert, TOKENIZER_FILE};
 use cosee_trainer::objective::ObjectiveKind;
 use cosee_trainer::train::{self, RunOptions, TrainConfig};
-use cosee_trainer::{device, plot, verify, TextEncoder};
+use cosee_trainer::{device, plot, results, verify, TextEncoder};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -31,6 +31,9 @@ enum Command {
     Eval(EvalArgs),
     /// Overlay the accuracy / speed-up curves of several `eval` reports on one chart.
     Plot(PlotArgs),
+    /// Collect trained and evaluated runs into the objective comparison: a JSON file of runs, a chart (mean and
+    /// spread over seeds at fixed speed-ups) and a Markdown table on stdout.
+    Results(ResultsArgs),
     /// Run a checkpoint (tch) and the package exported from it (the runtime) on the same inputs: max |Δlogit| per
     /// exit, identical exit decisions, accuracy of both.
     Verify(VerifyArgs),
@@ -118,6 +121,10 @@ struct TrainArgs {
     /// Evaluate on a seeded random subset of this many dev examples.
     #[arg(long)]
     max_dev_examples: Option<usize>,
+    /// Hold this fraction of the training file out (a fixed slice, the same for every seed) and write it to
+    /// <output-dir>/holdout.tsv: tune β0, α and τ there, and dev stays unseen.
+    #[arg(long)]
+    holdout_fraction: Option<f64>,
 
     /// cosee (SWM+OSC), swm, osc, conventional (Eq. 1, uniform) or pabee (Eq. 1, w_m ∝ m).
     #[arg(long, default_value = "cosee")]
@@ -250,12 +257,32 @@ struct PlotArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+struct ResultsArgs {
+    /// Run directories (each with train_config.json and its dev evaluation in <run>/<eval-dir>/eval.json).
+    #[arg(long, num_args = 1.., required = true)]
+    runs: Vec<PathBuf>,
+    /// The evaluation folder inside each run.
+    #[arg(long, default_value = "eval-dev")]
+    eval_dir: String,
+    /// The JSON file to write (a list of runs).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also draw the comparison chart here (PNG).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// The chart's title.
+    #[arg(long, default_value = "COSEE and baselines at fixed speed-ups")]
+    title: String,
+}
+
 fn main() -> Result<()> {
     cosee_runtime::sigpipe::restore_default();
     match Cli::parse().command {
         Command::Train(args) => run_train(*args),
         Command::Eval(args) => run_eval(args),
         Command::Plot(args) => run_plot(args),
+        Command::Results(args) => run_results(args),
         Command::Verify(args) => run_verify(args),
     }
 }
@@ -274,6 +301,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         let mut c = TrainConfig::new(task, backbone, a.data.source(), a.output_dir.clone());
         c.max_train_examples = a.max_train_examples;
         c.max_dev_examples = a.max_dev_examples;
+        c.holdout_fraction = a.holdout_fraction;
         c.objective.kind = a.objective;
         c.objective.signal = a.signal;
         c.objective.k = a.k;
@@ -412,6 +440,29 @@ fn run_verify(a: VerifyArgs) -> Result<()> {
         100.0 * report.tch_early_exit_accuracy,
         100.0 * report.runtime_early_exit_accuracy
     );
+    Ok(())
+}
+
+fn run_results(a: ResultsArgs) -> Result<()> {
+    let runs = a
+        .runs
+        .iter()
+        .map(|dir| {
+            let report = EvalReport::read(&dir.join(&a.eval_dir).join("eval.json"))?;
+            results::RunResult::from_run(dir, &report)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&a.out, serde_json::to_string_pretty(&runs)? + "\n")
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(chart) = &a.chart {
+        plot::objectives(&runs, &a.title, chart)?;
+        eprintln!("wrote {}", chart.display());
+    }
+    print!("{}", results::markdown_table(&runs));
+    eprintln!("wrote {} ({} runs)", a.out.display(), runs.len());
     Ok(())
 }
 

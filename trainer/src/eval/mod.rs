@@ -8,10 +8,13 @@ use crate::error::Result;
 use crate::model::{tensor_to_rows, MultiExitBert};
 use crate::tokenize::{sorted_batches, Encoded, EncodedBatch, TextEncoder};
 use cosee_runtime::glue::{Example, Task};
-use cosee_runtime::metrics::{accuracy, difficulty_inversion_score, exit_histogram, f1_binary, layer_speedup};
+use cosee_runtime::metrics::{
+    accuracy, dense_thresholds, difficulty_inversion_score, exit_histogram, f1_binary, layer_speedup,
+    metric_at_speedup, REPORTED_SPEEDUPS,
+};
 use cosee_runtime::signal::{argmax, exit_layer, log_sum_exp, ExitSignal, SignalTracker};
 use indicatif::ProgressBar;
-pub use report::{EvalReport, LayerReport, SweepPoint};
+pub use report::{speedup_key, task_metric, EvalReport, LayerReport, SweepPoint};
 
 /// Logits of every exit for every sample, in input order, and the gold labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,36 +118,53 @@ pub fn evaluate(outputs: &ExitOutputs, task: Task, signal: ExitSignal, threshold
         .map(|m| {
             let column: Vec<f32> = signals.iter().map(|row| row[m]).collect();
             let correct: Vec<bool> = predictions[m].iter().zip(labels).map(|(p, l)| p == l).collect();
-            let finite: Vec<f64> = column.iter().filter(|s| s.is_finite()).map(|&s| s as f64).collect();
+            let mean_where = |keep: &dyn Fn(bool) -> bool| -> Option<f64> {
+                let v: Vec<f64> = column
+                    .iter()
+                    .zip(&correct)
+                    .filter(|(s, &c)| s.is_finite() && keep(c))
+                    .map(|(&s, _)| s as f64)
+                    .collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
             LayerReport {
                 layer: m + 1,
                 accuracy: accuracy(&predictions[m], labels),
                 f1: f1(&predictions[m]),
                 loss: losses[m],
                 dis: difficulty_inversion_score(signal, &column, &correct),
-                mean_signal: finite.iter().sum::<f64>() / finite.len().max(1) as f64,
+                mean_signal: mean_where(&|_| true).unwrap_or(0.0),
+                mean_signal_easy: mean_where(&|c| c),
+                mean_signal_hard: mean_where(&|c| !c),
             }
         })
         .collect();
 
-    let sweep = thresholds
-        .iter()
-        .map(|&tau| {
-            let exits: Vec<usize> = signals.iter().map(|row| exit_layer(signal, row, tau)).collect();
-            let pred: Vec<usize> = exits.iter().enumerate().map(|(n, &m)| predictions[m - 1][n]).collect();
-            let histogram = exit_histogram(&exits, num_layers);
-            SweepPoint {
-                tau,
-                accuracy: accuracy(&pred, labels),
-                f1: f1(&pred),
-                speedup: layer_speedup(&histogram),
-                mean_exit_layer: exits.iter().sum::<usize>() as f64 / exits.len().max(1) as f64,
-                histogram,
-            }
-        })
-        .collect();
+    let point = |tau: f32| {
+        let exits: Vec<usize> = signals.iter().map(|row| exit_layer(signal, row, tau)).collect();
+        let pred: Vec<usize> = exits.iter().enumerate().map(|(n, &m)| predictions[m - 1][n]).collect();
+        let histogram = exit_histogram(&exits, num_layers);
+        SweepPoint {
+            tau,
+            accuracy: accuracy(&pred, labels),
+            f1: f1(&pred),
+            speedup: layer_speedup(&histogram),
+            mean_exit_layer: exits.iter().sum::<usize>() as f64 / exits.len().max(1) as f64,
+            histogram,
+        }
+    };
+    let sweep: Vec<SweepPoint> = thresholds.iter().map(|&tau| point(tau)).collect();
 
-    EvalReport { task, signal, num_layers, num_examples: outputs.num_samples(), label: None, layers, sweep }
+    // The comparison at fixed speed-ups reads a sweep over every distinct outcome, not the report's grid.
+    let curve: Vec<(f64, f64)> = dense_thresholds(signal, &signals)
+        .into_iter()
+        .map(point)
+        .map(|p| (p.speedup, if task.reports_f1() { p.f1.unwrap_or(f64::NAN) } else { p.accuracy }))
+        .collect();
+    let at_speedup =
+        REPORTED_SPEEDUPS.iter().filter_map(|&s| metric_at_speedup(&curve, s).map(|v| (speedup_key(s), v))).collect();
+
+    EvalReport { task, signal, num_layers, num_examples: outputs.num_samples(), label: None, layers, sweep, at_speedup }
 }
 
 #[cfg(test)]
@@ -179,6 +199,16 @@ mod tests {
         // τ above every signal: all run to the last exit.
         assert_eq!(r.sweep[1].histogram, vec![0, 3]);
         assert_eq!(r.sweep[1].accuracy, 1.0);
+        // The dense sweep's curve: (1.0, 1.0) at full depth, then sample 1 cannot leave before samples 0 and 2
+        // (its signal is lowest), so (1.5, 2/3) once both confident ones leave at exit 1 and (2.0, 1/3) with all
+        // three. 1.5x reads 2/3 exactly; 2.0x is reached (1/3); nothing lies beyond.
+        assert!((r.at_speedup["1.5"] - 2.0 / 3.0).abs() < 1e-12, "{:?}", r.at_speedup);
+        assert!((r.at_speedup["2.0"] - 1.0 / 3.0).abs() < 1e-12);
+        assert!(!r.at_speedup.contains_key("2.5"));
+        // Exit 1's right sample has max-softmax 0.99995, its wrong ones 0.525 and 0.99995.
+        assert!((r.layers[0].mean_signal_easy.unwrap() - 0.99995).abs() < 1e-4);
+        assert!((r.layers[0].mean_signal_hard.unwrap() - (0.525 + 0.99995) / 2.0).abs() < 1e-3);
+        assert_eq!(r.layers[1].mean_signal_hard, None);
         // Per layer: exit 1 is right once; its DIS: the right sample (0) is as confident as the confident
         // wrong one (2) → a tie, half an inversion; the unsure wrong one (1) is below → 1 − 0.5/2 = 0.75.
         assert!((r.layers[0].accuracy - 1.0 / 3.0).abs() < 1e-12);

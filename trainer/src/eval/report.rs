@@ -21,6 +21,11 @@ pub struct LayerReport {
     /// Difficulty Inversion Score of the signal at this exit; `None` when the exit is all right or all wrong.
     pub dis: Option<f64>,
     pub mean_signal: f64,
+    /// Mean signal of the samples this exit gets right ("easy", as OSC splits them) and wrong ("hard").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_signal_easy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_signal_hard: Option<f64>,
 }
 
 /// Early exit simulated at one threshold.
@@ -48,6 +53,25 @@ pub struct EvalReport {
     pub label: Option<String>,
     pub layers: Vec<LayerReport>,
     pub sweep: Vec<SweepPoint>,
+    /// The task's metric (the paper's: F1 for MRPC and QQP, accuracy otherwise) at the fixed layer speed-ups of
+    /// `cosee_runtime::metrics::REPORTED_SPEEDUPS`, read off a sweep over every distinct outcome (keys "1.5",
+    /// "2.0", …; a speed-up the model never reaches is left out).
+    #[serde(default)]
+    pub at_speedup: std::collections::BTreeMap<String, f64>,
+}
+
+/// The name of the metric [`EvalReport::at_speedup`] holds for `task`.
+pub fn task_metric(task: Task) -> &'static str {
+    if task.reports_f1() {
+        "f1"
+    } else {
+        "accuracy"
+    }
+}
+
+/// The key of a speed-up in [`EvalReport::at_speedup`]: one decimal ("2.0", "2.5").
+pub fn speedup_key(speedup: f64) -> String {
+    format!("{speedup:.1}")
 }
 
 impl EvalReport {
@@ -151,6 +175,10 @@ impl EvalReport {
                 hist.join(" ")
             );
         }
+        if !self.at_speedup.is_empty() {
+            let cells: Vec<String> = self.at_speedup.iter().map(|(s, v)| format!("{s}x {v:.4}")).collect();
+            let _ = writeln!(out, "{} at fixed speed-ups: {}", task_metric(self.task), cells.join(", "));
+        }
         out
     }
 }
@@ -168,8 +196,26 @@ mod tests {
             num_examples: 3,
             label: Some("run".into()),
             layers: vec![
-                LayerReport { layer: 1, accuracy: 0.5, f1: Some(0.4), loss: 0.7, dis: None, mean_signal: 0.3 },
-                LayerReport { layer: 2, accuracy: 0.9, f1: Some(0.8), loss: 0.2, dis: Some(0.75), mean_signal: 0.1 },
+                LayerReport {
+                    layer: 1,
+                    accuracy: 0.5,
+                    f1: Some(0.4),
+                    loss: 0.7,
+                    dis: None,
+                    mean_signal: 0.3,
+                    mean_signal_easy: None,
+                    mean_signal_hard: None,
+                },
+                LayerReport {
+                    layer: 2,
+                    accuracy: 0.9,
+                    f1: Some(0.8),
+                    loss: 0.2,
+                    dis: Some(0.75),
+                    mean_signal: 0.1,
+                    mean_signal_easy: Some(0.05),
+                    mean_signal_hard: Some(0.4),
+                },
             ],
             sweep: vec![SweepPoint {
                 tau: 0.25,
@@ -179,6 +225,7 @@ mod tests {
                 mean_exit_layer: 1.33,
                 histogram: vec![2, 1],
             }],
+            at_speedup: [("1.5".to_string(), 0.7)].into_iter().collect(),
         };
         let dir = tempfile::tempdir().unwrap();
         let json = report.write_files(dir.path(), "eval").unwrap();

@@ -100,6 +100,9 @@ pub struct LossOutput {
     pub osc: Option<f64>,
     /// The detached signals `[sample][layer]`, for the threshold range of the next epoch (SWM only).
     pub signals: Option<Vec<Vec<f32>>>,
+    /// The mean loss weight of each exit in this micro-batch (SWM: over samples and thresholds; Eq. (1): its
+    /// fixed weights), for the training diagnostics.
+    pub exit_weights: Vec<f64>,
 }
 
 impl ObjectiveConfig {
@@ -135,9 +138,11 @@ impl ObjectiveConfig {
         };
 
         let mut kept_signals = None;
+        let exit_weights;
         let ce_loss = if self.kind.uses_swm() {
             let values = self.detached_signals(logits, &signal_tensors)?;
             let loss = swm::swm_loss(self.signal, &ce, &values, thresholds, beta);
+            exit_weights = swm::mean_exit_weights(self.signal, &values, thresholds, beta);
             kept_signals = Some(values);
             loss
         } else {
@@ -145,7 +150,9 @@ impl ObjectiveConfig {
                 ObjectiveKind::Pabee => static_weights(StaticWeights::Pabee, num_layers),
                 _ => static_weights(StaticWeights::Uniform, num_layers),
             };
-            eq1_loss(&ce, &weights)
+            let loss = eq1_loss(&ce, &weights);
+            exit_weights = weights;
+            loss
         };
 
         let (total, osc_value) = if self.kind.uses_osc() {
@@ -155,7 +162,12 @@ impl ObjectiveConfig {
         } else {
             (ce_loss.shallow_clone(), None)
         };
-        Ok(LossOutput { ce: ce_loss.double_value(&[]), total, osc: osc_value, signals: kept_signals })
+        Ok(LossOutput { ce: ce_loss.double_value(&[]), total, osc: osc_value, signals: kept_signals, exit_weights })
+    }
+
+    /// The detached signal of every sample at every exit, `[sample][layer]`, whatever the objective.
+    pub fn signal_rows(&self, logits: &[Tensor]) -> crate::Result<Vec<Vec<f32>>> {
+        self.detached_signals(logits, &[])
     }
 
     /// The batch's signals as numbers `[sample][layer]`: from the tensors already computed for OSC, else

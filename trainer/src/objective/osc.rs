@@ -30,9 +30,11 @@ pub fn layer_loss(direction: Direction, signal: &Tensor, correct: &Tensor, epsil
     Some((gap + epsilon).relu())
 }
 
-/// Paper Eq. (6): L_OSC = 1/(M−1) Σ_{m=1}^{M−1} L^{(m)} over the internal exits (the last layer never has to
-/// decide whether to exit). A skipped layer (all easy or all hard) contributes 0 and still counts in the
-/// 1/(M−1), exactly as the sum in Eq. (6) is written; with every layer skipped the loss is 0.
+/// Paper Eq. (6): the mean of L^{(m)} over the internal exits (the last layer never has to decide whether to
+/// exit). A layer where the batch is all easy or all hard has no L^{(m)} and is left out of the mean, as the
+/// reference code does (`calculate_R` averages the layers it computed); Eq. (6) as printed divides by M−1
+/// whatever was skipped, which weakens OSC exactly when the shallow exits are all wrong or the deep ones all
+/// right. With every layer skipped the loss is 0.
 ///
 /// `signals[m]` is the `[N]` signal of exit m+1 (all M exits may be given; the last is ignored), `logits[m]`
 /// its `[N, C]` logits, `labels` `[N]`.
@@ -42,13 +44,17 @@ pub fn osc_loss(signal: ExitSignal, signals: &[Tensor], logits: &[Tensor], label
     if internal == 0 {
         return zero;
     }
-    let total = (0..internal)
+    let layers: Vec<Tensor> = (0..internal)
         .filter_map(|m| {
             let correct = logits[m].argmax(-1, false).eq_tensor(labels);
             layer_loss(signal.direction(), &signals[m], &correct, epsilon)
         })
-        .fold(zero, |acc, l| acc + l);
-    total / internal as f64
+        .collect();
+    if layers.is_empty() {
+        return zero;
+    }
+    let count = layers.len() as f64;
+    layers.into_iter().fold(zero, |acc, l| acc + l) / count
 }
 
 #[cfg(test)]
@@ -95,9 +101,16 @@ mod tests {
             t(&[2.0, 0.0, 0.0, 2.0]).view([2, 2]),
             t(&[0.0, 2.0, 2.0, 0.0]).view([2, 2]),
         ];
-        // Energy: easy 0.5, hard 0.4 → 0.5 − 0.4 + 0.3 = 0.4 at exit 1; / (M − 1) = 2 → 0.2.
+        // Energy: easy 0.5, hard 0.4 → 0.5 − 0.4 + 0.3 = 0.4 at exit 1; exit 2 is skipped, so the mean is over
+        // the one layer computed (the reference's normalisation): 0.4, not 0.4 / (M − 1) = 0.2.
         let signals = vec![t(&[0.5, 0.4]), t(&[0.1, 0.9]), t(&[0.9, 0.9])];
         let l = osc_loss(ExitSignal::Energy, &signals, &logits, &labels, 0.3).double_value(&[]);
+        assert!((l - 0.4).abs() < 1e-6, "{l}");
+        // Both internal exits computed: exit 2 with sample 0 wrong there too → the mean of the two.
+        let mixed = vec![logits[0].shallow_clone(), logits[0].shallow_clone(), logits[2].shallow_clone()];
+        let two = vec![t(&[0.5, 0.4]), t(&[0.2, 0.6]), t(&[0.9, 0.9])];
+        // Exit 2: easy 0.2, hard 0.6 → max(0, 0.2 − 0.6 + 0.3) = 0; mean (0.4 + 0) / 2 = 0.2.
+        let l = osc_loss(ExitSignal::Energy, &two, &mixed, &labels, 0.3).double_value(&[]);
         assert!((l - 0.2).abs() < 1e-6, "{l}");
         // Every internal layer skipped → 0.
         let all_right = vec![logits[1].shallow_clone(), logits[1].shallow_clone(), logits[2].shallow_clone()];

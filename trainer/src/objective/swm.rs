@@ -84,14 +84,34 @@ pub fn simulate_exit_layers(signal: ExitSignal, signals: &[Vec<f32>], tau: f32) 
 /// Paper Eq. (3): w_n^{(m)} = exp(−β_t·|m − m*_n|) / Σ_m' exp(−β_t·|m' − m*_n|), as `[N, M]` f32 with no
 /// gradient. Each row sums to 1 and peaks at m*; β = 0 gives uniform weights 1/M.
 pub fn sample_weights(exit_layers: &[usize], num_layers: usize, beta: f64, device: Device) -> Tensor {
-    let mut w = Vec::with_capacity(exit_layers.len() * num_layers);
-    for &m_star in exit_layers {
-        let logits: Vec<f64> = (1..=num_layers).map(|m| -beta * (m as f64 - m_star as f64).abs()).collect();
-        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let z: f64 = logits.iter().map(|l| (l - max).exp()).sum();
-        w.extend(logits.iter().map(|l| ((l - max).exp() / z) as f32));
-    }
+    let w: Vec<f32> =
+        exit_layers.iter().flat_map(|&m_star| weight_row(m_star, num_layers, beta)).map(|w| w as f32).collect();
     Tensor::from_slice(&w).view([exit_layers.len() as i64, num_layers as i64]).to_device(device)
+}
+
+/// One row of Eq. (3): the weights of exits 1..=M for a sample leaving at `m_star`.
+pub fn weight_row(m_star: usize, num_layers: usize, beta: f64) -> Vec<f64> {
+    let logits: Vec<f64> = (1..=num_layers).map(|m| -beta * (m as f64 - m_star as f64).abs()).collect();
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let z: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+    logits.iter().map(|l| (l - max).exp() / z).collect()
+}
+
+/// The mean Eq. (3) weight each exit gets in one step, over the batch's samples and the K thresholds: how
+/// much of the classification loss SWM hands to each classifier (1/M each under Eq. (1)).
+pub fn mean_exit_weights(signal: ExitSignal, signals: &[Vec<f32>], thresholds: &[f32], beta: f64) -> Vec<f64> {
+    let num_layers = signals.first().map_or(0, Vec::len);
+    let mut sum = vec![0.0; num_layers];
+    let mut rows = 0usize;
+    for &tau in thresholds {
+        for m_star in simulate_exit_layers(signal, signals, tau) {
+            for (s, w) in sum.iter_mut().zip(weight_row(m_star, num_layers, beta)) {
+                *s += w;
+            }
+            rows += 1;
+        }
+    }
+    sum.iter().map(|s| s / rows.max(1) as f64).collect()
 }
 
 /// Paper Eq. (2): L_CE,τ = (1/N) Σ_n Σ_m w_n^{(m)}·CE(ŷ_n^{(m)}, y_n), with `ce` the per-sample, per-exit
@@ -140,6 +160,22 @@ mod tests {
         for (got, want) in w[0].iter().zip([4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]) {
             assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         }
+    }
+
+    #[test]
+    fn mean_exit_weights_by_hand() {
+        // Energy signals of 2 samples × 3 exits; τ = 0.3: sample 0 leaves at 2, sample 1 at 3.
+        let signals = vec![vec![0.5, 0.2, 0.1], vec![0.6, 0.5, 0.05]];
+        // β = ln 2: m* = 2 → (1/2, 1, 1/2)/2 = (1/4, 1/2, 1/4); m* = 3 → (1/4, 1/2, 1)/(7/4) = (1/7, 2/7, 4/7).
+        let w = mean_exit_weights(ExitSignal::Energy, &signals, &[0.3], 2f64.ln());
+        let want = [(0.25 + 1.0 / 7.0) / 2.0, (0.5 + 2.0 / 7.0) / 2.0, (0.25 + 4.0 / 7.0) / 2.0];
+        for (g, w) in w.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+        }
+        // A second τ where both leave at the last exit averages in (1/7, 2/7, 4/7) twice.
+        let w2 = mean_exit_weights(ExitSignal::Energy, &signals, &[0.3, 0.01], 2f64.ln());
+        assert!((w2[2] - (0.25 + 4.0 / 7.0 * 3.0) / 4.0).abs() < 1e-12);
+        assert!((w2.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     }
 
     #[test]

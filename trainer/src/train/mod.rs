@@ -2,10 +2,11 @@
 //! `batch_size` (accumulated over micro-batches when memory is short), the COSEE objective or a baseline,
 //! per-epoch dev evaluation, checkpoints every N steps and at each epoch end, and exact resume.
 
+pub mod diagnostics;
 pub mod optimizer;
 pub mod state;
 
-use crate::data::{labels, subset, DataSource, Split};
+use crate::data::{labels, load_with_holdout, subset, DataSource, Split, HOLDOUT_FILE};
 use crate::error::{io_err, Result, TrainerError};
 use crate::eval::{self, EvalReport};
 use crate::model::{checkpoint, LoadReport, MultiExitBert, TOKENIZER_FILE};
@@ -42,6 +43,10 @@ pub struct TrainConfig {
     /// Train on a seeded random subset of this many examples.
     pub max_train_examples: Option<usize>,
     pub max_dev_examples: Option<usize>,
+    /// Hold this fraction of the training file out of training (a fixed slice, `data::HOLDOUT_SEED`) and write it
+    /// to `<output_dir>/holdout.tsv`, for choosing hyper-parameters and τ without touching dev.
+    #[serde(default)]
+    pub holdout_fraction: Option<f64>,
     pub objective: ObjectiveConfig,
     pub learning_rate: f64,
     pub adam: AdamWConfig,
@@ -84,6 +89,7 @@ impl TrainConfig {
             output_dir,
             max_train_examples: None,
             max_dev_examples: None,
+            holdout_fraction: None,
             objective: ObjectiveConfig::default(),
             learning_rate: 2e-5,
             adam: AdamWConfig::default(),
@@ -118,6 +124,11 @@ impl TrainConfig {
         if let Some(p) = self.pad_to {
             if p < self.max_seq_len {
                 return bad(format!("--pad-to {p} is below --max-seq-len {}: inputs would not fit", self.max_seq_len));
+            }
+        }
+        if let Some(f) = self.holdout_fraction {
+            if !(f > 0.0 && f < 1.0) {
+                return bad(format!("--holdout-fraction {f} must lie strictly between 0 and 1"));
             }
         }
         if self.standardize_poolers && !self.per_exit_pooler {
@@ -242,6 +253,7 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
                 epoch_ce_sum: 0.0,
                 epoch_osc_sum: 0.0,
                 epoch_batches: 0,
+                diagnostics: Default::default(),
             };
             (model, encoder, placeholder, optimizer, Some(report))
         }
@@ -328,6 +340,11 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
                 if let Some(signals) = &out.signals {
                     state.range_tracker.observe(signals);
                 }
+                let signal_rows = match out.signals {
+                    Some(rows) => rows,
+                    None => config.objective.signal_rows(&logits)?,
+                };
+                state.diagnostics.observe(&signal_rows, &correct_rows(&logits, &labels)?, &out.exit_weights);
             }
             optimizer.clip_grad_norm(config.max_grad_norm);
             optimizer.step(lr);
@@ -375,10 +392,12 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
             "beta_end": beta_t(config.objective.beta0, state.step, total_steps),
             "threshold_range": used_range,
             "next_threshold_range": state.threshold_range,
+            "exits": state.diagnostics.summary(),
         });
         state.epoch += 1;
         state.batch_in_epoch = 0;
         state.range_tracker = RangeTracker::default();
+        state.diagnostics = Default::default();
         state.epoch_seconds = 0.0;
         (state.epoch_loss_sum, state.epoch_ce_sum, state.epoch_osc_sum, state.epoch_batches) = (0.0, 0.0, 0.0, 0);
         if config.eval_each_epoch && !data.dev.is_empty() {
@@ -431,6 +450,14 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
     })
 }
 
+/// Whether each exit predicts each sample right, `[sample][exit]`.
+fn correct_rows(logits: &[Tensor], labels: &Tensor) -> Result<Vec<Vec<bool>>> {
+    let columns: Vec<Tensor> =
+        logits.iter().map(|l| l.detach().argmax(-1, false).eq_tensor(labels).to_kind(tch::Kind::Float)).collect();
+    let rows = crate::model::tensor_to_rows(&Tensor::stack(&columns, 1))?;
+    Ok(rows.into_iter().map(|r| r.into_iter().map(|v| v > 0.5).collect()).collect())
+}
+
 /// The model a fresh run starts from: the backbone plus exit heads drawn from libtorch's generator seeded by
 /// the run's seed, so that two runs with the same flags start (and end) the same.
 pub fn initial_model(config: &TrainConfig, device: Device) -> Result<(MultiExitBert, LoadReport)> {
@@ -439,7 +466,14 @@ pub fn initial_model(config: &TrainConfig, device: Device) -> Result<(MultiExitB
 }
 
 fn prepare(config: &TrainConfig, encoder: &TextEncoder) -> Result<Prepared> {
-    let train_examples = subset(config.data.load(config.task, Split::Train)?, config.max_train_examples, config.seed);
+    let all_train = match config.holdout_fraction {
+        Some(fraction) => {
+            let path = config.data.path(config.task, Split::Train)?;
+            load_with_holdout(config.task, &path, fraction, &config.output_dir.join(HOLDOUT_FILE))?
+        }
+        None => config.data.load(config.task, Split::Train)?,
+    };
+    let train_examples = subset(all_train, config.max_train_examples, config.seed);
     let dev_examples = match config.data.path(config.task, Split::Dev) {
         Ok(_) => subset(config.data.load(config.task, Split::Dev)?, config.max_dev_examples, config.seed),
         Err(_) => Vec::new(),

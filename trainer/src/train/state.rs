@@ -49,6 +49,9 @@ pub struct TrainingState {
     pub epoch_ce_sum: f64,
     pub epoch_osc_sum: f64,
     pub epoch_batches: usize,
+    /// Per-exit sums of the current epoch (loss weights, signals of right and wrong answers).
+    #[serde(default)]
+    pub diagnostics: super::diagnostics::ExitDiagnostics,
 }
 
 /// Deterministic seed derivation (SplitMix64 of the seed, a stream tag and an index).

