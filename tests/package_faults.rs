@@ -6,7 +6,8 @@
 //! that the checksums would catch first (a spliced or corrupt graph) gets its manifest digest rewritten, so that the
 //! check under test is the one that answers.
 
-use cosee_runtime::manifest::{digest_file, Manifest, ManifestError};
+use cosee_runtime::json::JsonError;
+use cosee_runtime::manifest::{digest_file, Manifest};
 use cosee_runtime::{Engine, ExitSignal, Input, LoadError, Package, Task};
 use cosee_tools::export::{export, ExportOptions};
 use cosee_tools::testing::tiny_config;
@@ -105,7 +106,7 @@ fn unknown_format_version() {
     std::fs::write(&path, json.to_string()).unwrap();
     let err = load_error(&package);
     assert!(
-        matches!(&err, LoadError::Manifest(ManifestError::UnsupportedVersion { found: 2, path, .. }) if path.ends_with("manifest.json")),
+        matches!(&err, LoadError::Manifest(JsonError::UnsupportedVersion { found: 2, path, .. }) if path.ends_with("manifest.json")),
         "{err}"
     );
 }

@@ -2,14 +2,14 @@
 //! ([`InputError`], [`RunError`]). Every load error names the file it is about, so that a user can see which part of
 //! a package to re-export; an input error never affects the other inputs of a batch.
 
-use crate::manifest::ManifestError;
+use crate::json::JsonError;
 
 /// A package refused at load. Each fault has its own variant (tests and callers match on them).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// `manifest.json` is missing, unreadable, not a manifest, or of an unknown format version.
     #[error(transparent)]
-    Manifest(#[from] ManifestError),
+    Manifest(#[from] JsonError),
     /// The manifest contradicts itself (no layers, labels missing, max length too short…).
     #[error("{path}: {message}")]
     InvalidManifest { path: String, message: String },

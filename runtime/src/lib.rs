@@ -5,23 +5,20 @@
 //! [`Backend`] (by default [`TractBackend`]: one optimized tract plan per stage), built once from a package;
 //! [`Engine::classify_with`] — the exit loop, in `engine.rs` — answers one [`Input`] with an [`Answer`].
 //!
-//! Shared definitions used by every crate of the workspace live here too: the exit [`signal`]s, the
-//! package [`manifest`] format, the checkpoint [`config`], the GLUE [`glue`] readers and the paper's
-//! [`metrics`].
+//! The definitions every crate of the workspace shares (the exit [`signal`]s and the exit decision, the package
+//! [`manifest`] format, the checkpoint [`config`], the GLUE [`glue`] readers, the paper's [`metrics`] and the τ
+//! sweep, [`json`] files) live in the `cosee-format` crate (`runtime/format/`), which needs no tract; they are
+//! re-exported here under the same paths.
+
+pub use cosee_format::{config, glue, json, manifest, metrics, signal, sigpipe};
 
 pub mod answer;
 pub mod backend;
-pub mod config;
 pub mod engine;
 pub mod error;
-pub mod glue;
-pub mod manifest;
-pub mod metrics;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
 pub mod package;
-pub mod signal;
-pub mod sigpipe;
 mod stage;
 pub mod tokenize;
 

@@ -235,7 +235,7 @@ mod tests {
         m.format_version = 7;
         m.write(dir.path()).unwrap();
         let err = Package::open(dir.path()).unwrap_err();
-        assert!(matches!(err, LoadError::Manifest(manifest::ManifestError::UnsupportedVersion { found: 7, .. })));
+        assert!(matches!(err, LoadError::Manifest(crate::json::JsonError::UnsupportedVersion { found: 7, .. })));
     }
 
     #[test]

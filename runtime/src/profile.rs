@@ -10,12 +10,17 @@
 //! A request that exits at layer m with t tokens is then predicted to take
 //! `tokenize(t) + embeddings(t) + m·(layer(t) + exit(t)) + overhead(t)`, times the jitter.
 
+use crate::json::{JsonError, JsonFile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the profile file format.
 pub const PROFILE_VERSION: u32 = 1;
+
+/// How a profile file is read and written: its `version` is checked first.
+pub const PROFILE_JSON: JsonFile =
+    JsonFile::versioned("a device profile", "version", PROFILE_VERSION, "profile format");
 
 /// Number of jitter quantiles kept (at the midpoints of 100 equal-probability bins).
 pub const JITTER_QUANTILES: usize = 100;
@@ -24,12 +29,6 @@ pub const JITTER_QUANTILES: usize = 100;
 pub enum ProfileError {
     #[error("cannot fit {stage}: no measurements")]
     NoData { stage: String },
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path} is not a device profile: {source}")]
-    Parse { path: String, source: serde_json::Error },
-    #[error("{path}: profile format version {found} is not supported (this build reads version {expected})")]
-    UnsupportedVersion { path: String, found: u32, expected: u32 },
 }
 
 /// Cost of one stage in milliseconds as a function of the token count: `a + b·t + c·t²`.
@@ -252,23 +251,12 @@ impl DeviceProfile {
             + self.overhead.at(tokens)
     }
 
-    pub fn read(path: &Path) -> Result<Self, ProfileError> {
-        let display = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ProfileError::Io { path: display.clone(), source })?;
-        let raw: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| ProfileError::Parse { path: display.clone(), source })?;
-        let found = raw.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-        if found != PROFILE_VERSION {
-            return Err(ProfileError::UnsupportedVersion { path: display, found, expected: PROFILE_VERSION });
-        }
-        serde_json::from_value(raw).map_err(|source| ProfileError::Parse { path: display, source })
+    pub fn read(path: &Path) -> Result<Self, JsonError> {
+        PROFILE_JSON.read(path)
     }
 
-    pub fn write(&self, path: &Path) -> Result<(), ProfileError> {
-        let json = serde_json::to_string_pretty(self).expect("a profile always serializes");
-        std::fs::write(path, json + "\n")
-            .map_err(|source| ProfileError::Io { path: path.display().to_string(), source })
+    pub fn write(&self, path: &Path) -> Result<(), JsonError> {
+        PROFILE_JSON.write(path, self)
     }
 }
 
@@ -385,8 +373,8 @@ mod tests {
         let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         json["version"] = 9.into();
         std::fs::write(&path, json.to_string()).unwrap();
-        assert!(matches!(DeviceProfile::read(&path), Err(ProfileError::UnsupportedVersion { found: 9, .. })));
+        assert!(matches!(DeviceProfile::read(&path), Err(JsonError::UnsupportedVersion { found: 9, .. })));
         std::fs::write(&path, "{").unwrap();
-        assert!(matches!(DeviceProfile::read(&path), Err(ProfileError::Parse { .. })));
+        assert!(matches!(DeviceProfile::read(&path), Err(JsonError::Parse { .. })));
     }
 }

@@ -10,6 +10,7 @@
 //! The choice is the most accurate τ whose predicted percentile is within the budget (ties go to the faster τ).
 //! An impossible budget is not an error that leaves the caller with nothing: it is reported, with the fastest τ.
 
+use crate::json::{JsonError, JsonFile};
 use crate::manifest::Calibration;
 use crate::profile::DeviceProfile;
 use crate::signal::ExitSignal;
@@ -315,24 +316,17 @@ fn default_percentile() -> f64 {
     95.0
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path} is not a runtime config (expected JSON with threshold, signal, budget_ms, percentile): {source}")]
-    Parse { path: String, source: serde_json::Error },
-}
+/// How a runtime config file is read and written.
+pub const RUNTIME_CONFIG_JSON: JsonFile =
+    JsonFile::plain("a runtime config (expected JSON with threshold, signal, budget_ms, percentile)");
 
 impl RuntimeConfig {
-    pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: display.clone(), source })?;
-        serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: display, source })
+    pub fn read(path: &Path) -> Result<Self, JsonError> {
+        RUNTIME_CONFIG_JSON.read(path)
     }
 
-    pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
-        let json = serde_json::to_string_pretty(self).expect("a runtime config always serializes");
-        std::fs::write(path, json + "\n").map_err(|source| ConfigError::Io { path: path.display().to_string(), source })
+    pub fn write(&self, path: &Path) -> Result<(), JsonError> {
+        RUNTIME_CONFIG_JSON.write(path, self)
     }
 }
 
@@ -514,6 +508,6 @@ mod tests {
         let c = RuntimeConfig::read(&path).unwrap();
         assert_eq!((c.budget_ms, c.percentile), (None, 95.0));
         std::fs::write(&path, r#"{"threshold": "x"}"#).unwrap();
-        assert!(matches!(RuntimeConfig::read(&path), Err(ConfigError::Parse { .. })));
+        assert!(matches!(RuntimeConfig::read(&path), Err(JsonError::Parse { .. })));
     }
 }

@@ -7,7 +7,8 @@
 
 use cosee_runtime::engine::{Engine, ExitPolicy, FullDepth};
 use cosee_runtime::glue::{read_tsv, DataError};
-use cosee_runtime::manifest::{Calibration, CalibrationPoint, Manifest, ManifestError};
+use cosee_runtime::json::JsonError;
+use cosee_runtime::manifest::{Calibration, CalibrationPoint, Manifest};
 use cosee_runtime::metrics::{accuracy, exit_histogram, f1_binary, layer_speedup};
 use cosee_runtime::signal::argmax;
 use cosee_runtime::{ExitSignal, Input, LoadError, RunError, Task};
@@ -65,7 +66,7 @@ pub enum CalibrateError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
-    Manifest(#[from] ManifestError),
+    Manifest(#[from] JsonError),
     #[error("{path}: example {line} has no label; calibration needs labelled data (a dev file, not a test file)")]
     Unlabelled { path: String, line: usize },
     #[error("{path} holds no examples")]

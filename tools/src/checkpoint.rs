@@ -7,7 +7,8 @@
 use crate::weights::{
     names, Activation, EmbeddingWeights, ExitWeights, LayerNorm, LayerWeights, Linear, Matrix, ModelWeights,
 };
-use cosee_runtime::config::{ConfigError, ExitConfig, ModelConfig};
+use cosee_runtime::config::{ExitConfig, ModelConfig};
+use cosee_runtime::json::JsonError;
 use rand::{Rng, SeedableRng};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ pub enum CheckpointError {
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] JsonError),
     #[error("{path} is not a valid safetensors file: {message}")]
     Safetensors { path: String, message: String },
     #[error("{path}: missing tensor '{name}'")]

@@ -8,8 +8,9 @@ use crate::onnx;
 use crate::reference;
 use crate::stages::{self, Int8Rescale, LayerForm};
 use cosee_runtime::config::ExitConfig;
+use cosee_runtime::json::JsonError;
 use cosee_runtime::manifest::{
-    digest_file, exit_file, layer_file, EmbeddingStorage, Manifest, ManifestError, Numerics, QuantScheme, Quantization,
+    digest_file, exit_file, layer_file, EmbeddingStorage, Manifest, Numerics, QuantScheme, Quantization,
     EMBEDDINGS_FILE, FORMAT_VERSION, TOKENIZER_FILE,
 };
 use cosee_runtime::ExitSignal;
@@ -105,7 +106,7 @@ pub enum ExportError {
     )]
     CheckFailed { stage: String, delta: f32, tolerance: f32 },
     #[error(transparent)]
-    Manifest(#[from] ManifestError),
+    Manifest(#[from] JsonError),
 }
 
 /// The default τ before calibration: each signal's value at a 90%-confident prediction on a symmetric binary

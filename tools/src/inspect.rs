@@ -1,7 +1,8 @@
 //! A package summary for people and scripts: layers, files with sizes and digest status, quantization, signal,
 //! calibration table. One struct; `Display` is the human form, serde the JSON one.
 
-use cosee_runtime::manifest::{digest_file, Calibration, Manifest, ManifestError, Quantization, MANIFEST_FILE};
+use cosee_runtime::json::JsonError;
+use cosee_runtime::manifest::{digest_file, Calibration, Manifest, Quantization, MANIFEST_FILE};
 use cosee_runtime::{ExitSignal, Task};
 use std::fmt;
 use std::path::Path;
@@ -40,7 +41,7 @@ impl PackageSummary {
 }
 
 /// Reads the manifest and checks every listed file's size and sha256.
-pub fn inspect(package: &Path) -> Result<PackageSummary, ManifestError> {
+pub fn inspect(package: &Path) -> Result<PackageSummary, JsonError> {
     let m = Manifest::read(package)?;
     let mut files = Vec::with_capacity(m.files.len());
     for (name, expected) in &m.files {

@@ -4,7 +4,8 @@
 //! Pipeline: [`checkpoint`] (safetensors + config → validated [`weights`]) → [`stages`] (one ONNX graph per stage,
 //! built with [`onnx`], int8 math in [`quant`]) → [`export`] (package directory + manifest, self-checked with
 //! [`check`] against the independent [`reference`] forward pass) → [`calibrate`] (τ table from labelled data, via
-//! the runtime's engine) → [`inspect`].
+//! the runtime's engine) → [`inspect`]. With the `verify` feature (libtorch), `verify` runs the trainer's tch model
+//! beside the runtime on the same inputs.
 
 pub mod calibrate;
 pub mod check;
@@ -17,6 +18,8 @@ pub mod quant;
 pub mod reference;
 pub mod stages;
 pub mod testing;
+#[cfg(feature = "verify")]
+pub mod verify;
 pub mod weights;
 
 pub use checkpoint::{write_random_checkpoint, Checkpoint, CheckpointError};

@@ -1,8 +1,8 @@
 //! Where training and evaluation examples come from: a standard GLUE directory (`--data-dir`, task folder
-//! inside) or explicit files (`--train-file`, `--dev-file`). Parsing is `cosee_runtime::glue`'s.
+//! inside) or explicit files (`--train-file`, `--dev-file`). Parsing is `cosee_format::glue`'s.
 
 use crate::error::{Result, TrainerError};
-use cosee_runtime::glue::{read_tsv, Example, Task};
+use cosee_format::glue::{read_tsv, Example, Task};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
@@ -78,10 +78,10 @@ pub const HOLDOUT_FILE: &str = "holdout.tsv";
 /// written, as a GLUE file of the task, to `holdout_out`. Returns the examples to train on.
 pub fn load_with_holdout(task: Task, path: &Path, fraction: f64, holdout_out: &Path) -> Result<Vec<Example>> {
     let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
-    let (kept, held) = cosee_runtime::glue::holdout_split(&text, fraction, HOLDOUT_SEED);
+    let (kept, held) = cosee_format::glue::holdout_split(&text, fraction, HOLDOUT_SEED);
     crate::model::checkpoint::write_file_atomically(holdout_out, held.as_bytes())?;
     let origin = path.display().to_string();
-    let examples = cosee_runtime::glue::parse_tsv(task, &kept, &origin)?;
+    let examples = cosee_format::glue::parse_tsv(task, &kept, &origin)?;
     require_labels(examples, path)
 }
 

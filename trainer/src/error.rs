@@ -1,7 +1,7 @@
 //! The trainer library's error type. The binary wraps it in `anyhow` for context.
 
-use cosee_runtime::config::ConfigError;
-use cosee_runtime::glue::DataError;
+use cosee_format::glue::DataError;
+use cosee_format::json::JsonError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainerError {
@@ -9,14 +9,13 @@ pub enum TrainerError {
     Torch(#[from] tch::TchError),
     #[error("cannot access {path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("{path}: invalid JSON: {source}")]
-    Json { path: String, source: serde_json::Error },
     #[error("{path}: invalid safetensors file: {message}")]
     Safetensors { path: String, message: String },
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: String, message: String },
+    /// A JSON file (checkpoint config, training state or config, evaluation report, results) that does not read.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Json(#[from] JsonError),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("{path}: tensor '{name}' has shape {found:?}, the model expects {expected:?}")]

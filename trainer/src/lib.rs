@@ -4,12 +4,11 @@
 //! - [`model`]: the multi-exit BERT (HF tensor names), pretrained loading, checkpoints.
 //! - [`tokenize`]: the checkpoint's tokenizer with our truncation, dynamic padding, length bucketing.
 //! - [`objective`]: SWM (Eq. 2–5), OSC (Eq. 6–8), COSEE (Eq. 9) and the Eq. (1) baselines.
-//! - [`data`]: GLUE splits through `cosee_runtime::glue`.
+//! - [`data`]: GLUE splits through `cosee_format::glue`.
 //! - [`train`]: the training loop (AdamW, linear decay, clipping, accumulation, checkpoints, resume).
 //! - [`eval`]: the τ sweep, per-layer accuracy and DIS, JSON/CSV reports; [`plot`]: PNG charts.
 //! - [`results`]: the committed comparison of objectives at fixed speed-ups, over seeds.
 //! - [`device`]: device selection and libtorch threads.
-//! - [`verify`]: parity of a checkpoint with the package exported from it (logits, exit decisions, accuracy).
 
 pub mod data;
 pub mod device;
@@ -21,7 +20,6 @@ pub mod plot;
 pub mod results;
 pub mod tokenize;
 pub mod train;
-pub mod verify;
 
 pub use error::{Result, TrainerError};
 pub use model::MultiExitBert;

@@ -114,7 +114,7 @@ pub fn objectives(runs: &[crate::results::RunResult], title: &str, path: &Path) 
     if !lo.is_finite() {
         return Err(err("no results to plot".into()));
     }
-    let x_max = cosee_runtime::metrics::REPORTED_SPEEDUPS.iter().copied().fold(1.0, f64::max);
+    let x_max = cosee_format::metrics::REPORTED_SPEEDUPS.iter().copied().fold(1.0, f64::max);
     let pad = ((hi - lo) * 0.08).max(0.5);
     let metric = runs.first().map_or("accuracy", |r| r.metric.as_str());
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
@@ -276,8 +276,8 @@ pub fn all(report: &EvalReport, dir: &Path, stem: &str, label: &str) -> Result<V
 mod tests {
     use super::*;
     use crate::eval::{evaluate, ExitOutputs};
-    use cosee_runtime::glue::Task;
-    use cosee_runtime::signal::ExitSignal;
+    use cosee_format::glue::Task;
+    use cosee_format::signal::ExitSignal;
 
     #[test]
     fn writes_the_three_charts_and_an_overlay() {

@@ -3,11 +3,11 @@
 //! evaluation the metric at full depth and at the fixed layer speed-ups of Eq. (12). From those records: a
 //! summary per objective (mean, min, max over seeds), a Markdown table and a chart (`plot::objectives`).
 
-use crate::error::{io_err, Result, TrainerError};
+use crate::error::{Result, TrainerError};
 use crate::eval::{task_metric, EvalReport};
-use crate::train::state::CONFIG_FILE;
 use crate::train::TrainConfig;
-use cosee_runtime::metrics::REPORTED_SPEEDUPS;
+use cosee_format::json::JsonFile;
+use cosee_format::metrics::REPORTED_SPEEDUPS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,10 +44,7 @@ pub struct RunResult {
 impl RunResult {
     /// The record of the run in `run_dir`, evaluated in `report`.
     pub fn from_run(run_dir: &Path, report: &EvalReport) -> Result<Self> {
-        let path = run_dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let config: TrainConfig = serde_json::from_str(&text)
-            .map_err(|source| TrainerError::Json { path: path.display().to_string(), source })?;
+        let config: TrainConfig = crate::train::state::read_config(run_dir)?;
         if config.task != report.task {
             return Err(TrainerError::Invalid(format!(
                 "{}: trained on {} but the evaluation is of {}",
@@ -180,10 +177,12 @@ pub fn markdown_table(runs: &[RunResult]) -> String {
     out
 }
 
+/// How a results file is read.
+pub const RESULTS_JSON: JsonFile = JsonFile::plain("a results file (cosee-trainer results)");
+
 /// Reads a committed results file.
 pub fn read(path: &Path) -> Result<Vec<RunResult>> {
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|source| TrainerError::Json { path: path.display().to_string(), source })
+    Ok(RESULTS_JSON.read(path)?)
 }
 
 #[cfg(test)]

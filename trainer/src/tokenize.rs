@@ -6,7 +6,7 @@
 //! in the batch ([`EncodedBatch::pad`]) or to a fixed length with `pad_to` (the reference pads to 128).
 
 use crate::error::{io_err, Result, TrainerError};
-use cosee_runtime::glue::Example;
+use cosee_format::glue::Example;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::path::Path;
@@ -57,7 +57,7 @@ impl TextEncoder {
     /// The tokenizer of a checkpoint directory, truncating to the checkpoint's `max_seq_len` (from the `cosee`
     /// section of its `config.json`), exactly as the model was trained and evaluated.
     pub fn for_checkpoint(dir: &Path) -> Result<Self> {
-        let config = cosee_runtime::config::ModelConfig::read(&dir.join(crate::model::CONFIG_FILE))?;
+        let config = cosee_format::config::ModelConfig::read(&dir.join(crate::model::CONFIG_FILE))?;
         let max_len = config.cosee.map_or(DEFAULT_MAX_LEN, |c| c.max_seq_len);
         Self::from_file(&dir.join(crate::model::TOKENIZER_FILE), max_len)
     }

@@ -3,9 +3,9 @@
 mod common;
 
 use common::{tiny_config, tokenizer_path, write_backbone};
-use cosee_runtime::config::ExitConfig;
-use cosee_runtime::glue::Task;
-use cosee_runtime::signal::ExitSignal;
+use cosee_format::config::ExitConfig;
+use cosee_format::glue::Task;
+use cosee_format::signal::ExitSignal;
 use cosee_trainer::model::checkpoint::named_variables;
 use cosee_trainer::model::TOKENIZER_FILE;
 use cosee_trainer::tokenize::Encoded;
@@ -18,7 +18,7 @@ fn exit_config(per_exit_pooler: bool) -> ExitConfig {
         label_names: vec!["negative".into(), "positive".into()],
         signal: ExitSignal::Energy,
         per_exit_pooler,
-        pooling: cosee_runtime::config::Pooling::Cls,
+        pooling: cosee_format::config::Pooling::Cls,
         max_seq_len: 64,
     }
 }
@@ -43,7 +43,7 @@ fn tokenizer_overrides_baked_in_padding_and_truncates() {
     assert_eq!(long_pair.len(), 16);
     assert_eq!(long_pair.token_type_ids.iter().filter(|&&t| t == 1).count(), 3, "the short side is kept whole");
     // Batch and single encoding agree.
-    let examples = [cosee_runtime::Example { text_a: "a charming journey .".into(), text_b: None, label: Some(1) }];
+    let examples = [cosee_format::Example { text_a: "a charming journey .".into(), text_b: None, label: Some(1) }];
     assert_eq!(enc.encode_all(&examples).unwrap()[0], short);
     assert!(TextEncoder::from_file(&tokenizer_path(), 2).is_err());
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{data, write_backbone};
-use cosee_runtime::glue::Task;
+use cosee_format::glue::Task;
 use cosee_trainer::data::DataSource;
 use cosee_trainer::eval;
 use cosee_trainer::train::{self, initial_model, RunOptions, TrainConfig};

@@ -144,6 +144,89 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Run a checkpoint (tch) and the package exported from it (the runtime) on the same inputs: max |Δlogit| per
+    /// exit, identical exit decisions, accuracy of both. Built with `--features verify` (links libtorch).
+    #[cfg(feature = "verify")]
+    Verify(VerifyArgs),
+}
+
+/// `verify`'s flags: the trainer's `verify` ones before it moved here.
+#[cfg(feature = "verify")]
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Checkpoint directory the package was exported from.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Model package directory.
+    #[arg(long)]
+    package: PathBuf,
+    /// Labelled GLUE TSV of the package's task (e.g. its dev.tsv).
+    #[arg(long)]
+    data: PathBuf,
+    /// Use only the first N examples.
+    #[arg(short = 'n', long)]
+    limit: Option<usize>,
+    /// More thresholds to compare exit decisions at (the package's default τ always is), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    thresholds: Vec<f32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// libtorch CPU threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[cfg(feature = "verify")]
+fn run_verify(a: VerifyArgs) -> Result<()> {
+    use cosee_trainer::{data::read_labelled, device, MultiExitBert};
+    use indicatif::ProgressBar;
+    device::set_threads(a.threads);
+    let device = device::parse_device(&a.device)?;
+    let model = MultiExitBert::load_checkpoint(&a.checkpoint, device)
+        .with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?;
+    let engine =
+        cosee_runtime::Engine::load(&a.package).with_context(|| format!("loading package {}", a.package.display()))?;
+    let task = engine.manifest().task;
+    let mut examples = read_labelled(task, &a.data)?;
+    examples.truncate(a.limit.unwrap_or(usize::MAX));
+    let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(examples.len() as u64) };
+    let report = cosee_tools::verify::compare(&model, &engine, &examples, &a.thresholds, || bar.inc(1))?;
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} examples ({} tokenized differently by the checkpoint's own tokenizer)",
+        report.examples, report.tokenization_mismatches
+    );
+    for (m, delta) in report.max_abs_delta.iter().enumerate() {
+        println!("exit {:>2}: max |Δlogit| {delta:.3e}", m + 1);
+    }
+    for d in &report.decisions {
+        println!(
+            "τ = {}: identical exit layer {}/{} ({:.1}%)",
+            d.threshold,
+            d.identical,
+            d.examples,
+            100.0 * d.share()
+        );
+    }
+    println!(
+        "accuracy at full depth: tch {:.2}%, runtime {:.2}%; at the default τ: tch {:.2}%, runtime {:.2}%",
+        100.0 * report.tch_accuracy,
+        100.0 * report.runtime_accuracy,
+        100.0 * report.tch_early_exit_accuracy,
+        100.0 * report.runtime_early_exit_accuracy
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -301,6 +384,8 @@ fn main() -> Result<()> {
                 .with_context(|| format!("writing a random checkpoint to {}", out.display()))?;
             println!("wrote {} ({layers} layers, hidden {hidden}, {heads} heads, {task}, {signal})", out.display());
         }
+        #[cfg(feature = "verify")]
+        Command::Verify(args) => run_verify(args)?,
     }
     Ok(())
 }

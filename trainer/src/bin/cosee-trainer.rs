@@ -1,18 +1,18 @@
-//! `cosee-trainer`: fine-tune (train), evaluate (eval), chart (plot) COSEE multi-exit models, and check a package
-//! exported from a checkpoint against it (verify).
+//! `cosee-trainer`: fine-tune (train), evaluate (eval), chart (plot) COSEE multi-exit models and collect runs
+//! (results). The parity of a checkpoint with the package exported from it is `cosee-tools verify`.
 //! Flags only; the work is done by the `cosee_trainer` library.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cosee_runtime::config::Pooling;
-use cosee_runtime::glue::Task;
-use cosee_runtime::signal::ExitSignal;
+use cosee_format::config::Pooling;
+use cosee_format::glue::Task;
+use cosee_format::signal::ExitSignal;
 use cosee_trainer::data::{read_labelled, subset, DataSource, Split};
 use cosee_trainer::eval::{self, EvalReport};
 use cosee_trainer::model::{MultiExitBert, TOKENIZER_FILE};
 use cosee_trainer::objective::ObjectiveKind;
 use cosee_trainer::train::{self, RunOptions, TrainConfig};
-use cosee_trainer::{device, plot, results, verify, TextEncoder};
+use cosee_trainer::{device, plot, results, TextEncoder};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -34,33 +34,6 @@ enum Command {
     /// Collect trained and evaluated runs into the objective comparison: a JSON file of runs, a chart (mean and
     /// spread over seeds at fixed speed-ups) and a Markdown table on stdout.
     Results(ResultsArgs),
-    /// Run a checkpoint (tch) and the package exported from it (the runtime) on the same inputs: max |Δlogit| per
-    /// exit, identical exit decisions, accuracy of both.
-    Verify(VerifyArgs),
-}
-
-#[derive(Args)]
-struct VerifyArgs {
-    /// Checkpoint directory the package was exported from.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Model package directory.
-    #[arg(long)]
-    package: PathBuf,
-    /// Labelled GLUE TSV of the package's task (e.g. its dev.tsv).
-    #[arg(long)]
-    data: PathBuf,
-    /// Use only the first N examples.
-    #[arg(short = 'n', long)]
-    limit: Option<usize>,
-    /// More thresholds to compare exit decisions at (the package's default τ always is), comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    thresholds: Vec<f32>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    runtime: Runtime,
 }
 
 #[derive(Args)]
@@ -277,13 +250,12 @@ struct ResultsArgs {
 }
 
 fn main() -> Result<()> {
-    cosee_runtime::sigpipe::restore_default();
+    cosee_format::sigpipe::restore_default();
     match Cli::parse().command {
         Command::Train(args) => run_train(*args),
         Command::Eval(args) => run_eval(args),
         Command::Plot(args) => run_plot(args),
         Command::Results(args) => run_results(args),
-        Command::Verify(args) => run_verify(args),
     }
 }
 
@@ -396,49 +368,6 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         "wrote {} (+ CSV) and {}",
         json.display(),
         pngs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
-}
-
-fn run_verify(a: VerifyArgs) -> Result<()> {
-    device::set_threads(a.runtime.threads);
-    let device = device::parse_device(&a.runtime.device)?;
-    let model = MultiExitBert::load_checkpoint(&a.checkpoint, device)
-        .with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?;
-    let engine =
-        cosee_runtime::Engine::load(&a.package).with_context(|| format!("loading package {}", a.package.display()))?;
-    let task = engine.manifest().task;
-    let mut examples = read_labelled(task, &a.data)?;
-    examples.truncate(a.limit.unwrap_or(usize::MAX));
-    let bar = if a.runtime.no_progress { ProgressBar::hidden() } else { ProgressBar::new(examples.len() as u64) };
-    let report = verify::compare(&model, &engine, &examples, &a.thresholds, || bar.inc(1))?;
-    bar.finish_and_clear();
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    println!(
-        "{} examples ({} tokenized differently by the checkpoint's own tokenizer)",
-        report.examples, report.tokenization_mismatches
-    );
-    for (m, delta) in report.max_abs_delta.iter().enumerate() {
-        println!("exit {:>2}: max |Δlogit| {delta:.3e}", m + 1);
-    }
-    for d in &report.decisions {
-        println!(
-            "τ = {}: identical exit layer {}/{} ({:.1}%)",
-            d.threshold,
-            d.identical,
-            d.examples,
-            100.0 * d.share()
-        );
-    }
-    println!(
-        "accuracy at full depth: tch {:.2}%, runtime {:.2}%; at the default τ: tch {:.2}%, runtime {:.2}%",
-        100.0 * report.tch_accuracy,
-        100.0 * report.runtime_accuracy,
-        100.0 * report.tch_early_exit_accuracy,
-        100.0 * report.runtime_early_exit_accuracy
     );
     Ok(())
 }

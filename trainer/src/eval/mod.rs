@@ -1,18 +1,18 @@
 //! Evaluation as in the paper (§4.3): the dev set runs once through every exit; early exit is then simulated
 //! for every threshold τ of a sweep from those logits. Exit layers, speed-up (Eq. 12), accuracy, F1 and DIS
-//! all come from `cosee_runtime::{signal, metrics}`, the same code the runtime and the calibration use.
+//! all come from `cosee_format::{signal, metrics}`, the same code the runtime and the calibration use.
 
 pub mod report;
 
 use crate::error::Result;
 use crate::model::{tensor_to_rows, MultiExitBert};
 use crate::tokenize::{sorted_batches, Encoded, EncodedBatch, TextEncoder};
-use cosee_runtime::glue::{Example, Task};
-use cosee_runtime::metrics::{
+use cosee_format::glue::{Example, Task};
+use cosee_format::metrics::{
     accuracy, dense_thresholds, difficulty_inversion_score, exit_histogram, f1_binary, layer_speedup,
     metric_at_speedup, REPORTED_SPEEDUPS,
 };
-use cosee_runtime::signal::{argmax, exit_layer, log_sum_exp, ExitSignal, SignalTracker};
+use cosee_format::signal::{argmax, exit_layer, log_sum_exp, ExitSignal, SignalTracker};
 use indicatif::ProgressBar;
 pub use report::{speedup_key, task_metric, EvalReport, LayerReport, SweepPoint};
 

@@ -1,9 +1,10 @@
 //! The evaluation result and its files: one JSON document (read back by `cosee-trainer plot`), a CSV of the
 //! τ sweep and a CSV of the per-layer numbers, and a plain-text table for the terminal.
 
-use crate::error::{io_err, Result, TrainerError};
-use cosee_runtime::glue::Task;
-use cosee_runtime::signal::ExitSignal;
+use crate::error::{io_err, Result};
+use cosee_format::glue::Task;
+use cosee_format::json::JsonFile;
+use cosee_format::signal::ExitSignal;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -54,7 +55,7 @@ pub struct EvalReport {
     pub layers: Vec<LayerReport>,
     pub sweep: Vec<SweepPoint>,
     /// The task's metric (the paper's: F1 for MRPC and QQP, accuracy otherwise) at the fixed layer speed-ups of
-    /// `cosee_runtime::metrics::REPORTED_SPEEDUPS`, read off a sweep over every distinct outcome (keys "1.5",
+    /// `cosee_format::metrics::REPORTED_SPEEDUPS`, read off a sweep over every distinct outcome (keys "1.5",
     /// "2.0", …; a speed-up the model never reaches is left out).
     #[serde(default)]
     pub at_speedup: std::collections::BTreeMap<String, f64>,
@@ -74,14 +75,16 @@ pub fn speedup_key(speedup: f64) -> String {
     format!("{speedup:.1}")
 }
 
+/// How `eval.json` is read.
+pub const EVAL_REPORT_JSON: JsonFile = JsonFile::plain("an evaluation report");
+
 impl EvalReport {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        serde_json::from_str(&text).map_err(|source| TrainerError::Json { path: path.display().to_string(), source })
+        Ok(EVAL_REPORT_JSON.read(path)?)
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("reports always serialize")
+        cosee_format::json::pretty(self)
     }
 
     /// `tau,accuracy[,f1],speedup,mean_exit_layer,exit_1,…,exit_M`.

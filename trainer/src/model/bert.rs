@@ -2,7 +2,7 @@
 //! it owns, so that `VarStore::variables()` yields exactly the checkpoint names (`embeddings.LayerNorm.weight`,
 //! `encoder.layer.0.attention.self.query.weight`, …) and loading or saving is by name with no mapping table.
 
-use cosee_runtime::config::{BertConfig, Pooling};
+use cosee_format::config::{BertConfig, Pooling};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 

@@ -15,7 +15,7 @@ pub mod checkpoint;
 use crate::error::{Result, TrainerError};
 use crate::tokenize::EncodedBatch;
 use bert::{additive_mask, Activation, Embeddings, Layer, Pooler};
-use cosee_runtime::config::{ExitConfig, ModelConfig};
+use cosee_format::config::{ExitConfig, ModelConfig};
 use std::path::Path;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};

@@ -12,7 +12,7 @@ pub mod osc;
 pub mod signals;
 pub mod swm;
 
-use cosee_runtime::signal::ExitSignal;
+use cosee_format::signal::ExitSignal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;

@@ -4,7 +4,7 @@
 //! ("hard"), and a hinge pushes the mean signal of the two groups at least ε apart in the signal's own
 //! direction. The loss is built from the signal tensors themselves, so its gradient reaches the logits.
 
-use cosee_runtime::signal::{Direction, ExitSignal};
+use cosee_format::signal::{Direction, ExitSignal};
 use tch::{Kind, Tensor};
 
 /// Paper Eq. (7) (signals that grow with difficulty: energy, entropy):

@@ -1,8 +1,8 @@
 //! Exit signals as differentiable tensor functions of a batch of logits, so that OSC (Eq. 6–8) can push
-//! gradients through them. They are the tensor twins of `cosee_runtime::signal` (one scalar per sample);
+//! gradients through them. They are the tensor twins of `cosee_format::signal` (one scalar per sample);
 //! `tests::agree_with_runtime` holds them to the runtime's values, extreme logits included.
 
-use cosee_runtime::signal::{ExitSignal, SignalTracker};
+use cosee_format::signal::{ExitSignal, SignalTracker};
 use tch::{Kind, Tensor};
 
 /// The signal of every sample at one exit: logits `[batch, C]` → `[batch]`. `None` for patience, which is
@@ -57,7 +57,7 @@ pub fn patience(per_exit_logits: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cosee_runtime::signal as rt;
+    use cosee_format::signal as rt;
     use rand::{Rng, SeedableRng};
 
     fn values(t: &Tensor) -> Vec<f32> {

@@ -4,7 +4,7 @@
 //! batch's (detached) signals to find every sample's exit layer m*, and each classifier's cross-entropy is
 //! weighted by how close it sits to m*. The weights are built from numbers, so they carry no gradient.
 
-use cosee_runtime::signal::{exit_layer, ExitSignal};
+use cosee_format::signal::{exit_layer, ExitSignal};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -147,7 +147,7 @@ mod tests {
         let w = rows(&sample_weights(&[1, 3, 6], 6, 2.0, Device::Cpu));
         for (row, m_star) in w.iter().zip([1usize, 3, 6]) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-            let peak = cosee_runtime::signal::argmax(row) + 1;
+            let peak = cosee_format::signal::argmax(row) + 1;
             assert_eq!(peak, m_star);
             // Symmetric around m*: layers at equal distance get equal weight.
             if m_star == 3 {

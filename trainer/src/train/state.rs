@@ -18,6 +18,7 @@ use super::TrainConfig;
 use crate::error::{io_err, Result, TrainerError};
 use crate::model::checkpoint::write_file_atomically;
 use crate::objective::swm::{RangeTracker, ThresholdRange};
+use cosee_format::json::JsonFile;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -115,9 +116,11 @@ pub fn read_config(output: &Path) -> Result<TrainConfig> {
     read_json(&output.join(CONFIG_FILE))
 }
 
+/// How the trainer's own JSON files (`training_state.json`, the run's config) are read.
+const TRAINER_JSON: JsonFile = JsonFile::plain("a training state or config written by the trainer");
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|source| TrainerError::Json { path: path.display().to_string(), source })
+    Ok(TRAINER_JSON.read(path)?)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Shared fixtures: a tiny random BERT written as an HF-style "pretrained" directory, and the committed data.
 #![allow(dead_code)]
 
-use cosee_runtime::config::{BertConfig, ExitConfig, ModelConfig};
-use cosee_runtime::glue::Task;
-use cosee_runtime::signal::ExitSignal;
+use cosee_format::config::{BertConfig, ExitConfig, ModelConfig};
+use cosee_format::glue::Task;
+use cosee_format::signal::ExitSignal;
 use cosee_trainer::model::checkpoint::named_variables;
 use cosee_trainer::MultiExitBert;
 use safetensors::tensor::TensorView;
@@ -42,7 +42,7 @@ pub fn tiny_config(layers: usize, per_exit_pooler: bool) -> ModelConfig {
             label_names: vec!["negative".into(), "positive".into()],
             signal: ExitSignal::Energy,
             per_exit_pooler,
-            pooling: cosee_runtime::config::Pooling::Cls,
+            pooling: cosee_format::config::Pooling::Cls,
             max_seq_len: 64,
         }),
     }

@@ -4,6 +4,7 @@
 //! naming the task, the labels and the exit signal of a fine-tuned multi-exit model.
 
 use crate::glue::Task;
+use crate::json::{JsonError, JsonFile};
 use crate::signal::ExitSignal;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -104,28 +105,19 @@ pub struct ModelConfig {
     pub cosee: Option<ExitConfig>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path} is not a valid BERT config.json: {source}")]
-    Parse { path: String, source: serde_json::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
-}
+/// How a checkpoint's `config.json` is read.
+pub const CONFIG_JSON: JsonFile = JsonFile::plain("a valid BERT config.json");
 
 impl ModelConfig {
-    pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: display.clone(), source })?;
-        let config: ModelConfig =
-            serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: display.clone(), source })?;
-        config.validate().map_err(|message| ConfigError::Invalid { path: display, message })?;
+    /// Reads and validates a `config.json`.
+    pub fn read(path: &Path) -> Result<Self, JsonError> {
+        let config: ModelConfig = CONFIG_JSON.read(path)?;
+        config.validate().map_err(|message| JsonError::Invalid { path: path.display().to_string(), message })?;
         Ok(config)
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("ModelConfig always serializes")
+        crate::json::pretty(self)
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -1,15 +1,16 @@
-//! Parity between a checkpoint (tch) and the package exported from it (the runtime's tract plans).
+//! Parity between a checkpoint (the trainer's tch model) and the package exported from it (the runtime's tract
+//! plans): `cosee-tools verify`, built with the `verify` feature (it links libtorch).
 //!
 //! Both sides see the same token ids — the runtime's tokenizer output — so any difference is numerical: the export,
 //! the quantization or the runtime. Exit decisions are compared with the runtime's own decision code
 //! ([`FullDepth::exit_layer`]) applied to each side's logits.
 
-use crate::error::{io_err, Result, TrainerError};
-use crate::tokenize::{Encoded, EncodedBatch, TextEncoder};
-use crate::MultiExitBert;
 use cosee_runtime::glue::Example;
 use cosee_runtime::manifest::TOKENIZER_FILE;
+use cosee_runtime::signal::argmax;
 use cosee_runtime::{Engine, ExitPolicy, FullDepth, Input, StageTimes};
+use cosee_trainer::tokenize::{Encoded, EncodedBatch, TextEncoder};
+use cosee_trainer::{MultiExitBert, Result, TrainerError};
 use serde::Serialize;
 
 /// What `verify` measured over a set of examples.
@@ -75,7 +76,8 @@ pub fn compare(
             .map(|&t| ExitPolicy { signal: default.signal, threshold: t }),
     );
     let tokenizer_path = engine.package().path(TOKENIZER_FILE);
-    let json = std::fs::read(&tokenizer_path).map_err(io_err(&tokenizer_path))?;
+    let json = std::fs::read(&tokenizer_path)
+        .map_err(|source| TrainerError::Io { path: tokenizer_path.display().to_string(), source })?;
     let encoder = TextEncoder::from_bytes(json, engine.manifest().max_seq_len, &tokenizer_path.display().to_string())?;
 
     let mut max_abs_delta = vec![0.0f32; layers];
@@ -132,9 +134,4 @@ pub fn compare(
         tch_early_exit_accuracy: tch_early_right as f64 / labelled,
         runtime_early_exit_accuracy: rt_early_right as f64 / labelled,
     })
-}
-
-/// The first index of the largest value (NaN never wins).
-fn argmax(z: &[f32]) -> usize {
-    z.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
 }

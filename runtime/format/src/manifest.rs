@@ -7,6 +7,7 @@
 //! hidden]`, logits f32 `[batch, labels]`.
 
 use crate::glue::Task;
+use crate::json::{JsonError, JsonFile};
 use crate::signal::{Direction, ExitSignal};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -149,41 +150,19 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileDigest>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path} is not a valid package manifest: {source}")]
-    Parse { path: String, source: serde_json::Error },
-    #[error("{path}: package format version {found} is not supported (this build reads version {expected})")]
-    UnsupportedVersion { path: String, found: u32, expected: u32 },
-}
+/// How `manifest.json` is read and written: its `format_version` is checked before anything else is parsed.
+pub const MANIFEST_JSON: JsonFile =
+    JsonFile::versioned("a valid package manifest", "format_version", FORMAT_VERSION, "package format");
 
 impl Manifest {
     /// Reads and parses `dir/manifest.json`, refusing unknown format versions before anything else.
-    pub fn read(dir: &Path) -> Result<Self, ManifestError> {
-        let path = dir.join(MANIFEST_FILE);
-        let display = path.display().to_string();
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| ManifestError::Io { path: display.clone(), source })?;
-        // Look at the version first so that a future format fails with the right message, not a parse error.
-        let raw: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| ManifestError::Parse { path: display.clone(), source })?;
-        let found = raw.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-        if found != FORMAT_VERSION {
-            return Err(ManifestError::UnsupportedVersion { path: display, found, expected: FORMAT_VERSION });
-        }
-        serde_json::from_value(raw).map_err(|source| ManifestError::Parse { path: display, source })
+    pub fn read(dir: &Path) -> Result<Self, JsonError> {
+        MANIFEST_JSON.read(&dir.join(MANIFEST_FILE))
     }
 
     /// Writes `dir/manifest.json` atomically (temporary file, then rename).
-    pub fn write(&self, dir: &Path) -> Result<(), ManifestError> {
-        let path = dir.join(MANIFEST_FILE);
-        let tmp = dir.join(format!("{MANIFEST_FILE}.partial"));
-        let io = |source| ManifestError::Io { path: path.display().to_string(), source };
-        let json = serde_json::to_string_pretty(self).expect("Manifest always serializes");
-        std::fs::write(&tmp, json + "\n").map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+    pub fn write(&self, dir: &Path) -> Result<(), JsonError> {
+        MANIFEST_JSON.write_atomic(&dir.join(MANIFEST_FILE), self)
     }
 
     /// The stage files the format requires for this many layers, in execution order.
@@ -274,7 +253,7 @@ mod tests {
         json["format_version"] = 2.into();
         std::fs::write(dir.path().join(MANIFEST_FILE), json.to_string()).unwrap();
         let err = Manifest::read(dir.path()).unwrap_err();
-        assert!(matches!(err, ManifestError::UnsupportedVersion { found: 2, .. }));
+        assert!(matches!(err, JsonError::UnsupportedVersion { found: 2, .. }));
         assert!(err.to_string().contains("manifest.json"));
     }
 

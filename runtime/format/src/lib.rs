@@ -1,0 +1,23 @@
+//! cosee-format: what every crate of the workspace shares and none needs tract or libtorch for.
+//!
+//! - [`signal`]: the exit signals (energy, entropy, max-softmax, patience), their directions, and the exit decision.
+//! - [`metrics`]: the paper's measures (Eq. 12 speed-up, accuracy, F1, DIS) and the τ sweep.
+//! - [`glue`]: GLUE tasks and their TSV files.
+//! - [`config`]: a checkpoint's `config.json` (Hugging Face's BERT config plus the `cosee` section).
+//! - [`manifest`]: the model package format (manifest, file names, digests).
+//! - [`json`]: reading and writing the JSON files above (and the other crates' own), with one error type.
+//!
+//! The runtime re-exports these modules under their old paths (`cosee_runtime::signal`, …); the trainer depends on
+//! this crate alone, so it does not link tract.
+
+pub mod config;
+pub mod glue;
+pub mod json;
+pub mod manifest;
+pub mod metrics;
+pub mod signal;
+pub mod sigpipe;
+
+pub use glue::{Example, Task};
+pub use manifest::Manifest;
+pub use signal::ExitSignal;
