@@ -44,16 +44,23 @@ def times(x):
     return "–" if x is None else f"{x:.2f}×"
 
 
+def speedup_of(point):
+    """A sweep point's layer speed-up: `layer_speedup`, or `speedup` in eval reports written before the sweep
+    point was the manifest's type."""
+    return point["layer_speedup"] if "layer_speedup" in point else point["speedup"]
+
+
 def best_at(sweep, speedup):
     """The most accurate point of an eval τ sweep whose layer speed-up reaches `speedup`."""
-    ok = [p for p in sweep if p["speedup"] >= speedup - 1e-9]
+    ok = [p for p in sweep if speedup_of(p) >= speedup - 1e-9]
     return max(ok, key=lambda p: p["accuracy"]) if ok else None
 
 
 def describe(point):
     if point is None:
         return "no point"
-    return f"{pct(point['accuracy'])}% (τ {point['tau']:g}, {point['speedup']:.2f}×)"
+    tau = point["threshold"] if "threshold" in point else point["tau"]
+    return f"{pct(point['accuracy'])}% (τ {tau:g}, {speedup_of(point):.2f}×)"
 
 
 def verdict(cosee, conventional):

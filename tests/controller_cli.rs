@@ -8,7 +8,8 @@ use common::{cosee_edge, run_with_stdin};
 use cosee_runtime::bench::{self, BenchOptions};
 use cosee_runtime::controller::Ladder;
 use cosee_runtime::glue::{parse_tsv, Example};
-use cosee_runtime::manifest::{Calibration, CalibrationPoint, Manifest};
+use cosee_runtime::manifest::{Calibration, Manifest};
+use cosee_runtime::metrics::SweepPoint;
 use cosee_runtime::metrics::{accuracy, exit_histogram, layer_speedup};
 use cosee_runtime::signal::argmax;
 use cosee_runtime::tune::RuntimeConfig;
@@ -38,7 +39,7 @@ fn calibration(engine: &Engine, examples: &[Example]) -> Calibration {
             let layers: Vec<usize> = full.iter().map(|f| f.exit_layer(policy)).collect();
             let pred: Vec<usize> = full.iter().zip(&layers).map(|(f, &m)| argmax(&f.logits[m - 1])).collect();
             let hist = exit_histogram(&layers, engine.num_layers());
-            CalibrationPoint {
+            SweepPoint {
                 threshold,
                 accuracy: accuracy(&pred, &gold),
                 f1: None,
@@ -238,7 +239,7 @@ fn serve_answers_every_line_and_saves_energy_on_a_low_battery() {
     }
     let mut manifest = Manifest::read(&model).unwrap();
     let points = (0..5)
-        .map(|i| CalibrationPoint {
+        .map(|i| SweepPoint {
             threshold: 0.1 + 0.2 * i as f32,
             accuracy: 0.9 - 0.05 * i as f64,
             f1: None,

@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use crate::engine::{Engine, ExitPolicy, FullDepth};
 use crate::error::{LoadError, RunError};
 use crate::glue::{self, DataError, Example, Task};
-use crate::metrics::{accuracy, exit_histogram, f1_binary, layer_speedup, percentile};
+use crate::metrics::{accuracy, f1_binary, percentile, SweepPoint};
 use crate::profile::{cpu_model, CostFit, DeviceProfile, ProfileError, ProfileOrigin, StageSample};
 use crate::signal::{argmax, ExitSignal};
 use crate::tokenize::Input;
@@ -107,7 +107,8 @@ impl LatencyStats {
     }
 }
 
-/// The measurements at one τ.
+/// The measurements at one τ: the τ sweep's [`SweepPoint`] of the measured exits (its accuracy and F1 optional, as
+/// bench also takes unlabelled text), with the latencies.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ThresholdResult {
     pub threshold: f32,
@@ -399,20 +400,21 @@ pub fn run<B: Backend>(
         .map(|j| {
             let runs = &ee[j];
             let layers: Vec<usize> = runs.iter().map(|r| r.exit_layer).collect();
-            let hist = exit_histogram(&layers, m);
+            let answers: Vec<usize> = labelled.iter().map(|&i| runs[i].label).collect();
+            let point = SweepPoint::new(taus[j], &layers, m, &answers, &gold, task.reports_f1());
             let ms: Vec<f64> = runs.iter().map(|r| r.wall_ms).collect();
             let latency = LatencyStats::of(&ms);
-            let (acc, f1) = score(&|i| runs[i].label);
             let mismatches = (!full.is_empty())
                 .then(|| runs.iter().zip(&full).filter(|(r, f)| f.0.exit_layer(policies[j]) != r.exit_layer).count());
+            let scored = !labelled.is_empty();
             ThresholdResult {
-                threshold: taus[j],
-                accuracy: acc,
-                f1,
-                layer_speedup: layer_speedup(&hist),
+                threshold: point.threshold,
+                accuracy: scored.then_some(point.accuracy),
+                f1: point.f1.filter(|_| scored),
+                layer_speedup: point.layer_speedup,
                 wall_speedup: full_mean.map(|f| f / latency.mean),
                 latency_ms: latency,
-                exit_histogram: hist,
+                exit_histogram: point.exit_histogram,
                 exit_mismatches: mismatches,
             }
         })

@@ -10,17 +10,12 @@ use crate::backend::{Backend, TractBackend};
 use crate::error::{InputError, LoadError, RunError};
 use crate::manifest::Manifest;
 use crate::package::Package;
-use crate::signal::{softmax, ExitSignal, SignalTracker};
+/// Which signal decides the exit, at which threshold. Defaults to the package's ([`Engine::default_policy`]).
+pub use crate::signal::ExitPolicy;
+use crate::signal::{exit_layer_of_logits, softmax, ExitWalk};
 use crate::tokenize::{Encoded, Input};
 use std::path::Path;
 use std::time::Instant;
-
-/// Which signal decides the exit, at which threshold. Defaults to the package's ([`Engine::default_policy`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ExitPolicy {
-    pub signal: ExitSignal,
-    pub threshold: f32,
-}
 
 /// Every exit's logits for one input (no early exit): what calibration and the parity tests compare.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,16 +28,10 @@ pub struct FullDepth {
 }
 
 impl FullDepth {
-    /// The exit layer the engine would choose under `policy`, from these logits: the same decision code as
-    /// [`Engine::classify_with`], so that a sweep over thresholds needs one full-depth run per input.
+    /// The exit layer the engine would choose under `policy`, from these logits: the same decision code
+    /// ([`ExitWalk`]) as [`Engine::classify_with`], so that a sweep over thresholds needs one full-depth run per input.
     pub fn exit_layer(&self, policy: ExitPolicy) -> usize {
-        let mut walk = ExitWalk::new(policy, self.logits.len());
-        for (i, z) in self.logits.iter().enumerate() {
-            if walk.observe(i + 1, z) {
-                break;
-            }
-        }
-        walk.signals.len()
+        exit_layer_of_logits(policy, &self.logits)
     }
 }
 
@@ -166,7 +155,7 @@ impl<B: Backend> Engine<B> {
             label: self.manifest().label_names[label_index].clone(),
             label_index,
             probs,
-            exit_layer: walk.signals.len(),
+            exit_layer: walk.exit_layer(),
             num_layers: self.num_layers(),
             signal: policy.signal,
             threshold: policy.threshold,
@@ -177,44 +166,6 @@ impl<B: Backend> Engine<B> {
             tokens: enc.len(),
             truncated: enc.truncated,
         }
-    }
-}
-
-/// The exit decision, shared by the real exit loop and [`FullDepth::exit_layer`]: one call per executed exit.
-struct ExitWalk {
-    policy: ExitPolicy,
-    tracker: SignalTracker,
-    num_layers: usize,
-    signals: Vec<f32>,
-    skipped: Vec<usize>,
-    /// The deepest exit with finite logits so far: the one that answers.
-    answering: Option<usize>,
-}
-
-impl ExitWalk {
-    fn new(policy: ExitPolicy, num_layers: usize) -> Self {
-        Self {
-            policy,
-            tracker: SignalTracker::new(policy.signal),
-            num_layers,
-            signals: Vec::with_capacity(num_layers),
-            skipped: Vec::new(),
-            answering: None,
-        }
-    }
-
-    /// Records exit `m`'s logits; `true` when the sample leaves here. Non-finite logits are skipped: their signal is
-    /// NaN, they never trigger an exit and they do not feed the patience streak.
-    fn observe(&mut self, m: usize, logits: &[f32]) -> bool {
-        if logits.iter().any(|z| !z.is_finite()) {
-            self.signals.push(f32::NAN);
-            self.skipped.push(m);
-            return m >= self.num_layers;
-        }
-        let value = self.tracker.observe(logits);
-        self.signals.push(value);
-        self.answering = Some(m);
-        m >= self.num_layers || self.policy.signal.meets(value, self.policy.threshold)
     }
 }
 
@@ -239,6 +190,8 @@ mod tests {
         fn shareable<T: Send + Sync>() {}
         shareable::<Engine>();
     }
+
+    use crate::signal::ExitSignal;
 
     #[test]
     fn exit_decision_matches_signal_exit_layer() {

@@ -333,8 +333,7 @@ impl RuntimeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::CalibrationPoint;
-    use crate::metrics::layer_speedup;
+    use crate::metrics::{layer_speedup, SweepPoint};
     use crate::profile::{CostFit, ProfileOrigin, PROFILE_VERSION};
 
     /// 4 layers; tokenize 0.1 ms, embeddings 0.2 ms, each layer 1 ms + 0.01 ms/token, exits free, no jitter.
@@ -361,8 +360,8 @@ mod tests {
         }
     }
 
-    fn point(threshold: f32, accuracy: f64, hist: Vec<usize>) -> CalibrationPoint {
-        CalibrationPoint { threshold, accuracy, f1: None, layer_speedup: layer_speedup(&hist), exit_histogram: hist }
+    fn point(threshold: f32, accuracy: f64, hist: Vec<usize>) -> SweepPoint {
+        SweepPoint { threshold, accuracy, f1: None, layer_speedup: layer_speedup(&hist), exit_histogram: hist }
     }
 
     /// Layer cost at 20 tokens is 1.2 ms, fixed 0.3 ms: exiting at layer m costs 0.3 + 1.2 m.

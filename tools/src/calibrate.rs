@@ -8,8 +8,8 @@
 use cosee_runtime::engine::{Engine, ExitPolicy, FullDepth};
 use cosee_runtime::glue::{read_tsv, DataError};
 use cosee_runtime::json::JsonError;
-use cosee_runtime::manifest::{Calibration, CalibrationPoint, Manifest};
-use cosee_runtime::metrics::{accuracy, exit_histogram, f1_binary, layer_speedup};
+use cosee_runtime::manifest::{Calibration, Manifest};
+use cosee_runtime::metrics::{accuracy, SweepPoint};
 use cosee_runtime::signal::argmax;
 use cosee_runtime::{ExitSignal, Input, LoadError, RunError, Task};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -87,7 +87,7 @@ pub fn sweep_point(
     threshold: f32,
     num_layers: usize,
     with_f1: bool,
-) -> CalibrationPoint {
+) -> SweepPoint {
     let policy = ExitPolicy { signal, threshold };
     let mut exits = Vec::with_capacity(runs.len());
     let mut predictions = Vec::with_capacity(runs.len());
@@ -96,19 +96,12 @@ pub fn sweep_point(
         exits.push(m);
         predictions.push(argmax(&run.logits[m - 1]));
     }
-    let exit_histogram = exit_histogram(&exits, num_layers);
-    CalibrationPoint {
-        threshold,
-        accuracy: accuracy(&predictions, labels),
-        f1: with_f1.then(|| f1_binary(&predictions, labels)),
-        layer_speedup: layer_speedup(&exit_histogram),
-        exit_histogram,
-    }
+    SweepPoint::new(threshold, &exits, num_layers, &predictions, labels, with_f1)
 }
 
 /// The default τ: the most accurate point whose layer speed-up reaches `target` (ties: the faster one). When no
 /// point reaches it, the fastest point (ties: the more accurate one), and `false`.
-pub fn choose_default(points: &[CalibrationPoint], target: f64) -> Option<(&CalibrationPoint, bool)> {
+pub fn choose_default(points: &[SweepPoint], target: f64) -> Option<(&SweepPoint, bool)> {
     let reaching = points
         .iter()
         .filter(|p| p.layer_speedup >= target)
@@ -174,7 +167,7 @@ pub fn calibrate(package: &Path, data: &Path, options: &CalibrateOptions) -> Res
 
     let m = manifest.num_layers;
     let with_f1 = task.reports_f1();
-    let points: Vec<CalibrationPoint> =
+    let points: Vec<SweepPoint> =
         thresholds.iter().map(|&tau| sweep_point(&runs, &labels, signal, tau, m, with_f1)).collect();
     let full_depth: Vec<usize> = runs.iter().map(|r| argmax(&r.logits[m - 1])).collect();
     let (chosen, target_reached) =
@@ -237,8 +230,8 @@ mod tests {
         assert_eq!(p.f1, Some(1.0));
     }
 
-    fn point(threshold: f32, accuracy: f64, layer_speedup: f64) -> CalibrationPoint {
-        CalibrationPoint { threshold, accuracy, f1: None, layer_speedup, exit_histogram: vec![] }
+    fn point(threshold: f32, accuracy: f64, layer_speedup: f64) -> SweepPoint {
+        SweepPoint { threshold, accuracy, f1: None, layer_speedup, exit_histogram: vec![] }
     }
 
     #[test]

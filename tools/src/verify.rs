@@ -3,12 +3,12 @@
 //!
 //! Both sides see the same token ids — the runtime's tokenizer output — so any difference is numerical: the export,
 //! the quantization or the runtime. Exit decisions are compared with the runtime's own decision code
-//! ([`FullDepth::exit_layer`]) applied to each side's logits.
+//! ([`exit_layer_of_logits`]) applied to each side's logits.
 
 use cosee_runtime::glue::Example;
 use cosee_runtime::manifest::TOKENIZER_FILE;
-use cosee_runtime::signal::argmax;
-use cosee_runtime::{Engine, ExitPolicy, FullDepth, Input, StageTimes};
+use cosee_runtime::signal::{argmax, exit_layer_of_logits};
+use cosee_runtime::{Engine, ExitPolicy, Input};
 use cosee_trainer::tokenize::{Encoded, EncodedBatch, TextEncoder};
 use cosee_trainer::{MultiExitBert, Result, TrainerError};
 use serde::Serialize;
@@ -102,19 +102,14 @@ pub fn compare(
                 max_abs_delta[m] = max_abs_delta[m].max((x - y).abs());
             }
         }
-        let tch = FullDepth {
-            logits: tch_logits,
-            stage_ms: StageTimes::with_capacity(0),
-            tokens: ids.len(),
-            truncated: false,
-        };
         for (count, &policy) in identical.iter_mut().zip(&policies) {
-            *count += usize::from(tch.exit_layer(policy) == runtime.exit_layer(policy));
+            *count += usize::from(exit_layer_of_logits(policy, &tch_logits) == runtime.exit_layer(policy));
         }
         if let Some(label) = example.label {
-            tch_right += usize::from(argmax(&tch.logits[layers - 1]) == label);
+            let tch_exit = exit_layer_of_logits(default, &tch_logits);
+            tch_right += usize::from(argmax(&tch_logits[layers - 1]) == label);
             rt_right += usize::from(argmax(&runtime.logits[layers - 1]) == label);
-            tch_early_right += usize::from(argmax(&tch.logits[tch.exit_layer(default) - 1]) == label);
+            tch_early_right += usize::from(argmax(&tch_logits[tch_exit - 1]) == label);
             rt_early_right += usize::from(argmax(&runtime.logits[runtime.exit_layer(default) - 1]) == label);
         }
         progress();

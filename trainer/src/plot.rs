@@ -39,7 +39,7 @@ pub fn tradeoff(runs: &[(String, &EvalReport)], path: &Path) -> Result<()> {
     let points: Vec<Vec<(f64, f64)>> = runs
         .iter()
         .map(|(_, r)| {
-            let mut p: Vec<(f64, f64)> = r.sweep.iter().map(|s| (s.speedup, 100.0 * s.accuracy)).collect();
+            let mut p: Vec<(f64, f64)> = r.sweep.iter().map(|s| (s.layer_speedup, 100.0 * s.accuracy)).collect();
             p.sort_by(|a, b| a.0.total_cmp(&b.0));
             p
         })
@@ -181,10 +181,10 @@ pub fn exit_histograms(report: &EvalReport, path: &Path) -> Result<()> {
     let layers = report.num_layers;
     for (area, &i) in areas.iter().zip(&picks) {
         let point = &report.sweep[i];
-        let total = point.histogram.iter().sum::<usize>().max(1) as f64;
+        let total = point.exit_histogram.iter().sum::<usize>().max(1) as f64;
         let mut chart = ChartBuilder::on(area)
             .caption(
-                format!("τ = {:.2}: {:.2}x, acc {:.1}%", point.tau, point.speedup, 100.0 * point.accuracy),
+                format!("τ = {:.2}: {:.2}x, acc {:.1}%", point.threshold, point.layer_speedup, 100.0 * point.accuracy),
                 (FAMILY, 15),
             )
             .margin(8)
@@ -203,7 +203,7 @@ pub fn exit_histograms(report: &EvalReport, path: &Path) -> Result<()> {
             .draw()
             .map_err(|e| err(e.to_string()))?;
         chart
-            .draw_series(point.histogram.iter().enumerate().map(|(m, &count)| {
+            .draw_series(point.exit_histogram.iter().enumerate().map(|(m, &count)| {
                 let x = (m + 1) as f64;
                 Rectangle::new([(x - 0.38, 0.0), (x + 0.38, 100.0 * count as f64 / total)], BLUE.mix(0.7).filled())
             }))

@@ -8,6 +8,7 @@
 
 use crate::glue::Task;
 use crate::json::{JsonError, JsonFile};
+use crate::metrics::SweepPoint;
 use crate::signal::{Direction, ExitSignal};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -102,19 +103,6 @@ impl From<ExitSignal> for SignalSpec {
     }
 }
 
-/// One threshold of the calibration sweep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CalibrationPoint {
-    pub threshold: f32,
-    pub accuracy: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub f1: Option<f64>,
-    /// Paper Eq. (12).
-    pub layer_speedup: f64,
-    /// Samples exiting at layers 1..=M.
-    pub exit_histogram: Vec<usize>,
-}
-
 /// The τ table written by `cosee-tools calibrate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
@@ -123,7 +111,7 @@ pub struct Calibration {
     pub num_examples: usize,
     /// The layer speed-up the default threshold was chosen to reach.
     pub target_speedup: f64,
-    pub points: Vec<CalibrationPoint>,
+    pub points: Vec<SweepPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +164,7 @@ impl Manifest {
     }
 
     /// The calibration point at this threshold, if the table has it.
-    pub fn calibration_at(&self, threshold: f32) -> Option<&CalibrationPoint> {
+    pub fn calibration_at(&self, threshold: f32) -> Option<&SweepPoint> {
         self.calibration.as_ref()?.points.iter().find(|p| (p.threshold - threshold).abs() < 1e-6)
     }
 }
@@ -216,7 +204,7 @@ mod tests {
                 data: "dev.tsv".into(),
                 num_examples: 4,
                 target_speedup: 2.0,
-                points: vec![CalibrationPoint {
+                points: vec![SweepPoint {
                     threshold: 0.3,
                     accuracy: 0.75,
                     f1: None,

@@ -1,6 +1,8 @@
-//! The paper's evaluation measures, shared by training-time evaluation, calibration and benchmarking.
+//! The paper's evaluation measures and the τ sweep, shared by training-time evaluation, calibration and
+//! benchmarking.
 
-use crate::signal::{Direction, ExitSignal};
+use crate::signal::{exit_layers, Direction, ExitSignal};
+use serde::{Deserialize, Serialize};
 
 /// Number of samples that exited at each layer; index 0 is layer 1.
 pub fn exit_histogram(exit_layers: &[usize], num_layers: usize) -> Vec<usize> {
@@ -88,6 +90,69 @@ pub fn difficulty_inversion_score(signal: ExitSignal, signals: &[f32], correct: 
         i = j;
     }
     Some(1.0 - inversions / (easy_total as f64 * hard_total as f64))
+}
+
+/// One threshold of a τ sweep: what early exit at τ gives on a labelled set. The calibration table of a package's
+/// manifest, the trainer's evaluation sweep and every τ `cosee-edge bench` measures are made of it, by
+/// [`SweepPoint::new`]. (The aliases read the trainer's evaluation reports written before the types were one.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    #[serde(alias = "tau")]
+    pub threshold: f32,
+    pub accuracy: f64,
+    /// F1 of the positive class, for the tasks GLUE scores by it (MRPC, QQP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+    /// Paper Eq. (12).
+    #[serde(alias = "speedup")]
+    pub layer_speedup: f64,
+    /// Samples exiting at layers 1..=M; index 0 is layer 1.
+    #[serde(alias = "histogram")]
+    pub exit_histogram: Vec<usize>,
+}
+
+impl SweepPoint {
+    /// The point at `threshold` from every sample's exit layer (`exits`, 1-based, for the histogram and Eq. 12) and
+    /// the answers of the labelled ones (`predictions` from the exit each left at, against `labels`).
+    pub fn new(
+        threshold: f32,
+        exits: &[usize],
+        num_layers: usize,
+        predictions: &[usize],
+        labels: &[usize],
+        with_f1: bool,
+    ) -> Self {
+        let exit_histogram = exit_histogram(exits, num_layers);
+        Self {
+            threshold,
+            accuracy: accuracy(predictions, labels),
+            f1: with_f1.then(|| f1_binary(predictions, labels)),
+            layer_speedup: layer_speedup(&exit_histogram),
+            exit_histogram,
+        }
+    }
+
+    /// Early exit at `tau` simulated from every sample's signals `[sample][layer]` and every exit's predictions
+    /// `[exit][sample]`, with the runtime's exit decision ([`exit_layers`]).
+    pub fn simulate(
+        signal: ExitSignal,
+        signals: &[Vec<f32>],
+        predictions: &[Vec<usize>],
+        labels: &[usize],
+        tau: f32,
+        with_f1: bool,
+    ) -> Self {
+        let exits = exit_layers(signal, signals, tau);
+        let answers: Vec<usize> = exits.iter().enumerate().map(|(n, &m)| predictions[m - 1][n]).collect();
+        Self::new(tau, &exits, predictions.len(), &answers, labels, with_f1)
+    }
+
+    /// The mean exit layer (1-based) of the samples; 0 for none.
+    pub fn mean_exit_layer(&self) -> f64 {
+        let samples: usize = self.exit_histogram.iter().sum();
+        let layers: usize = self.exit_histogram.iter().enumerate().map(|(i, &n)| (i + 1) * n).sum();
+        layers as f64 / samples.max(1) as f64
+    }
 }
 
 /// The layer speed-ups (Eq. 12) at which objectives are compared: the paper's operating range.
@@ -239,6 +304,26 @@ mod tests {
         let many: Vec<Vec<f32>> = (0..5000).map(|i| vec![i as f32 / 5000.0, 0.0]).collect();
         let t = dense_thresholds(ExitSignal::Energy, &many);
         assert!(t.len() <= MAX_DENSE_THRESHOLDS + 1 && t.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn sweep_point_by_hand() {
+        // 3 samples, 2 layers: exits 1, 2, 1; answers 0, 1, 0 against labels 0, 1, 1.
+        let p = SweepPoint::new(0.5, &[1, 2, 1], 2, &[0, 1, 0], &[0, 1, 1], true);
+        assert_eq!(p.exit_histogram, vec![2, 1]);
+        assert!((p.accuracy - 2.0 / 3.0).abs() < 1e-12);
+        // Eq. 12: 2·3 / (1 + 2 + 1) = 1.5; F1: tp 1, fn 1: 2 / 3.
+        assert!((p.layer_speedup - 1.5).abs() < 1e-12 && (p.f1.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((p.mean_exit_layer() - 4.0 / 3.0).abs() < 1e-12);
+        // The same from signals: energy 0.1 meets τ = 0.5 at layer 1 for samples 0 and 2.
+        let signals = vec![vec![0.1, 0.9], vec![0.7, 0.9], vec![0.2, 0.9]];
+        let predictions = vec![vec![0, 0, 0], vec![1, 1, 1]];
+        assert_eq!(SweepPoint::simulate(ExitSignal::Energy, &signals, &predictions, &[0, 1, 1], 0.5, true), p);
+        // A manifest's field names; an evaluation report's older ones read too.
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json.get("layer_speedup").is_some() && json.get("exit_histogram").is_some());
+        let old = r#"{"tau": 0.5, "accuracy": 1.0, "speedup": 1.5, "mean_exit_layer": 1.3, "histogram": [2, 1]}"#;
+        assert_eq!(serde_json::from_str::<SweepPoint>(old).unwrap().exit_histogram, vec![2, 1]);
     }
 
     #[test]

@@ -194,11 +194,94 @@ impl SignalTracker {
     }
 }
 
+/// Which signal decides the exit, at which threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExitPolicy {
+    pub signal: ExitSignal,
+    pub threshold: f32,
+}
+
+/// **The exit decision**, one call per executed exit: the runtime's exit loop, its replay over full-depth logits
+/// (calibration, bench, verify), the trainer's evaluation sweep and SWM's simulation all go through
+/// [`ExitWalk::observe_signal`]: a sample leaves at the first internal layer whose signal meets τ, else at the last.
+#[derive(Debug, Clone)]
+pub struct ExitWalk {
+    policy: ExitPolicy,
+    tracker: SignalTracker,
+    num_layers: usize,
+    /// The signal at every exit walked so far (NaN for skipped ones); its length is the exit layer once the walk
+    /// has stopped.
+    pub signals: Vec<f32>,
+    /// Exits whose logits were not finite, 1-based.
+    pub skipped: Vec<usize>,
+    /// The deepest exit with finite logits so far: the one that answers.
+    pub answering: Option<usize>,
+}
+
+impl ExitWalk {
+    pub fn new(policy: ExitPolicy, num_layers: usize) -> Self {
+        Self {
+            policy,
+            tracker: SignalTracker::new(policy.signal),
+            num_layers,
+            signals: Vec::with_capacity(num_layers),
+            skipped: Vec::new(),
+            answering: None,
+        }
+    }
+
+    /// Records exit `m`'s logits; `true` when the sample leaves here. Non-finite logits are skipped: their signal is
+    /// NaN, they never trigger an exit and they do not feed the patience streak.
+    pub fn observe(&mut self, m: usize, logits: &[f32]) -> bool {
+        if logits.iter().any(|z| !z.is_finite()) {
+            self.skipped.push(m);
+            return self.observe_signal(m, f32::NAN);
+        }
+        let value = self.tracker.observe(logits);
+        self.answering = Some(m);
+        self.observe_signal(m, value)
+    }
+
+    /// Records exit `m`'s signal, computed elsewhere; `true` when the sample leaves here. NaN never meets τ.
+    pub fn observe_signal(&mut self, m: usize, value: f32) -> bool {
+        self.signals.push(value);
+        m >= self.num_layers || self.policy.signal.meets(value, self.policy.threshold)
+    }
+
+    /// The exit layer, 1-based: the number of exits walked.
+    pub fn exit_layer(&self) -> usize {
+        self.signals.len()
+    }
+}
+
+/// The exit layer under `policy` of a sample whose every exit's logits `[layer][class]` are known (a full-depth run):
+/// the decision the exit loop would have taken, logit by logit.
+pub fn exit_layer_of_logits(policy: ExitPolicy, logits: &[Vec<f32>]) -> usize {
+    let mut walk = ExitWalk::new(policy, logits.len());
+    for (i, z) in logits.iter().enumerate() {
+        if walk.observe(i + 1, z) {
+            break;
+        }
+    }
+    walk.exit_layer()
+}
+
 /// The 1-based exit layer of a sample whose signals at layers 1..=M are given: the first internal layer whose
 /// signal meets τ, else the last layer. NaN signals never meet τ.
 pub fn exit_layer(signal: ExitSignal, signals: &[f32], tau: f32) -> usize {
-    let m = signals.len();
-    signals[..m.saturating_sub(1)].iter().position(|&s| signal.meets(s, tau)).map(|i| i + 1).unwrap_or(m)
+    let mut walk = ExitWalk::new(ExitPolicy { signal, threshold: tau }, signals.len());
+    for (i, &value) in signals.iter().enumerate() {
+        if walk.observe_signal(i + 1, value) {
+            break;
+        }
+    }
+    walk.exit_layer()
+}
+
+/// The exit layer m* (1-based) of every sample `[sample][layer]` at threshold τ: what SWM simulates at each drawn
+/// τ and what the evaluation sweep replays, with the runtime's decision.
+pub fn exit_layers(signal: ExitSignal, signals: &[Vec<f32>], tau: f32) -> Vec<usize> {
+    signals.iter().map(|row| exit_layer(signal, row, tau)).collect()
 }
 
 #[cfg(test)]

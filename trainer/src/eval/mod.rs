@@ -9,12 +9,11 @@ use crate::model::{tensor_to_rows, MultiExitBert};
 use crate::tokenize::{sorted_batches, Encoded, EncodedBatch, TextEncoder};
 use cosee_format::glue::{Example, Task};
 use cosee_format::metrics::{
-    accuracy, dense_thresholds, difficulty_inversion_score, exit_histogram, f1_binary, layer_speedup,
-    metric_at_speedup, REPORTED_SPEEDUPS,
+    accuracy, dense_thresholds, difficulty_inversion_score, f1_binary, metric_at_speedup, SweepPoint, REPORTED_SPEEDUPS,
 };
-use cosee_format::signal::{argmax, exit_layer, log_sum_exp, ExitSignal, SignalTracker};
+use cosee_format::signal::{argmax, log_sum_exp, ExitSignal, SignalTracker};
 use indicatif::ProgressBar;
-pub use report::{speedup_key, task_metric, EvalReport, LayerReport, SweepPoint};
+pub use report::{speedup_key, task_metric, EvalReport, LayerReport};
 
 /// Logits of every exit for every sample, in input order, and the gold labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,26 +139,14 @@ pub fn evaluate(outputs: &ExitOutputs, task: Task, signal: ExitSignal, threshold
         })
         .collect();
 
-    let point = |tau: f32| {
-        let exits: Vec<usize> = signals.iter().map(|row| exit_layer(signal, row, tau)).collect();
-        let pred: Vec<usize> = exits.iter().enumerate().map(|(n, &m)| predictions[m - 1][n]).collect();
-        let histogram = exit_histogram(&exits, num_layers);
-        SweepPoint {
-            tau,
-            accuracy: accuracy(&pred, labels),
-            f1: f1(&pred),
-            speedup: layer_speedup(&histogram),
-            mean_exit_layer: exits.iter().sum::<usize>() as f64 / exits.len().max(1) as f64,
-            histogram,
-        }
-    };
+    let point = |tau: f32| SweepPoint::simulate(signal, &signals, &predictions, labels, tau, task.reports_f1());
     let sweep: Vec<SweepPoint> = thresholds.iter().map(|&tau| point(tau)).collect();
 
     // The comparison at fixed speed-ups reads a sweep over every distinct outcome, not the report's grid.
     let curve: Vec<(f64, f64)> = dense_thresholds(signal, &signals)
         .into_iter()
         .map(point)
-        .map(|p| (p.speedup, if task.reports_f1() { p.f1.unwrap_or(f64::NAN) } else { p.accuracy }))
+        .map(|p| (p.layer_speedup, if task.reports_f1() { p.f1.unwrap_or(f64::NAN) } else { p.accuracy }))
         .collect();
     let at_speedup =
         REPORTED_SPEEDUPS.iter().filter_map(|&s| metric_at_speedup(&curve, s).map(|v| (speedup_key(s), v))).collect();
@@ -190,14 +177,14 @@ mod tests {
         // Max-softmax at exit 1: 0.99995, 0.525, 0.99995. τ = 0.9: samples 0 and 2 leave at exit 1, sample 1 at 2.
         let r = evaluate(&o, Task::Sst2, ExitSignal::MaxSoftmax, &[0.9, 0.9999999]);
         let p = &r.sweep[0];
-        assert_eq!(p.histogram, vec![2, 1]);
+        assert_eq!(p.exit_histogram, vec![2, 1]);
         // Predictions 0 (right), 1 (from exit 2, right), 0 (wrong): 2/3. Eq. 12: 2·3 / (1 + 2 + 1) = 1.5.
         assert!((p.accuracy - 2.0 / 3.0).abs() < 1e-12);
-        assert!((p.speedup - 1.5).abs() < 1e-12);
-        assert!((p.mean_exit_layer - 4.0 / 3.0).abs() < 1e-12);
+        assert!((p.layer_speedup - 1.5).abs() < 1e-12);
+        assert!((p.mean_exit_layer() - 4.0 / 3.0).abs() < 1e-12);
         assert!(p.f1.is_none());
         // τ above every signal: all run to the last exit.
-        assert_eq!(r.sweep[1].histogram, vec![0, 3]);
+        assert_eq!(r.sweep[1].exit_histogram, vec![0, 3]);
         assert_eq!(r.sweep[1].accuracy, 1.0);
         // The dense sweep's curve: (1.0, 1.0) at full depth, then sample 1 cannot leave before samples 0 and 2
         // (its signal is lowest), so (1.5, 2/3) once both confident ones leave at exit 1 and (2.0, 1/3) with all

@@ -4,6 +4,7 @@
 use crate::error::{io_err, Result};
 use cosee_format::glue::Task;
 use cosee_format::json::JsonFile;
+use cosee_format::metrics::SweepPoint;
 use cosee_format::signal::ExitSignal;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -27,20 +28,6 @@ pub struct LayerReport {
     pub mean_signal_easy: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_signal_hard: Option<f64>,
-}
-
-/// Early exit simulated at one threshold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SweepPoint {
-    pub tau: f32,
-    pub accuracy: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub f1: Option<f64>,
-    /// Paper Eq. (12).
-    pub speedup: f64,
-    pub mean_exit_layer: f64,
-    /// Samples leaving at each layer; index 0 is layer 1.
-    pub histogram: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,12 +87,12 @@ impl EvalReport {
         }
         out.push('\n');
         for p in &self.sweep {
-            let _ = write!(out, "{:.4},{:.6}", p.tau, p.accuracy);
+            let _ = write!(out, "{:.4},{:.6}", p.threshold, p.accuracy);
             if f1 {
                 let _ = write!(out, ",{:.6}", p.f1.unwrap_or(f64::NAN));
             }
-            let _ = write!(out, ",{:.6},{:.6}", p.speedup, p.mean_exit_layer);
-            for n in &p.histogram {
+            let _ = write!(out, ",{:.6},{:.6}", p.layer_speedup, p.mean_exit_layer());
+            for n in &p.exit_histogram {
                 let _ = write!(out, ",{n}");
             }
             out.push('\n');
@@ -167,14 +154,14 @@ impl EvalReport {
         );
         for p in &self.sweep {
             let f1_col = if f1 { format!(" {:>8.4}", p.f1.unwrap_or(f64::NAN)) } else { String::new() };
-            let hist: Vec<String> = p.histogram.iter().map(usize::to_string).collect();
+            let hist: Vec<String> = p.exit_histogram.iter().map(usize::to_string).collect();
             let _ = writeln!(
                 out,
                 "{:>6.3} {:>8.4}{f1_col} {:>7.2}x {:>6.2}  {}",
-                p.tau,
+                p.threshold,
                 p.accuracy,
-                p.speedup,
-                p.mean_exit_layer,
+                p.layer_speedup,
+                p.mean_exit_layer(),
                 hist.join(" ")
             );
         }
@@ -221,12 +208,11 @@ mod tests {
                 },
             ],
             sweep: vec![SweepPoint {
-                tau: 0.25,
+                threshold: 0.25,
                 accuracy: 0.8,
                 f1: Some(0.7),
-                speedup: 1.5,
-                mean_exit_layer: 1.33,
-                histogram: vec![2, 1],
+                layer_speedup: 1.5,
+                exit_histogram: vec![2, 1],
             }],
             at_speedup: [("1.5".to_string(), 0.7)].into_iter().collect(),
         };
@@ -235,7 +221,7 @@ mod tests {
         assert_eq!(EvalReport::read(&json).unwrap(), report);
         let csv = std::fs::read_to_string(dir.path().join("eval_sweep.csv")).unwrap();
         assert_eq!(csv.lines().next().unwrap(), "tau,accuracy,f1,speedup,mean_exit_layer,exit_1,exit_2");
-        assert_eq!(csv.lines().nth(1).unwrap(), "0.2500,0.800000,0.700000,1.500000,1.330000,2,1");
+        assert_eq!(csv.lines().nth(1).unwrap(), "0.2500,0.800000,0.700000,1.500000,1.333333,2,1");
         let layers = std::fs::read_to_string(dir.path().join("eval_layers.csv")).unwrap();
         assert_eq!(layers.lines().nth(1).unwrap(), "1,0.500000,0.400000,0.700000,,0.300000");
         assert!(report.table().contains("1.50x"));

@@ -1,10 +1,11 @@
 //! Sample Weighting Mechanism (paper §3.2, Eq. 2–5).
 //!
 //! At every optimizer step K thresholds τ are drawn; for each, the test-time early exit is simulated on the
-//! batch's (detached) signals to find every sample's exit layer m*, and each classifier's cross-entropy is
-//! weighted by how close it sits to m*. The weights are built from numbers, so they carry no gradient.
+//! batch's (detached) signals to find every sample's exit layer m* (with the runtime's decision,
+//! `cosee_format::signal::exit_layers`, so training simulates exactly what inference does), and each classifier's
+//! cross-entropy is weighted by how close it sits to m*. The weights are built from numbers, so they carry no gradient.
 
-use cosee_format::signal::{exit_layer, ExitSignal};
+use cosee_format::signal::{exit_layers, ExitSignal};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -74,13 +75,6 @@ pub fn beta_t(beta0: f64, step: usize, total_steps: usize) -> f64 {
     beta0 * (step as f64 / total_steps as f64).min(1.0)
 }
 
-/// The simulated exit layer m* (1-based) of every sample at threshold τ: the first internal exit whose signal
-/// meets τ (the signal's own direction), else the last layer — the runtime's [`exit_layer`], so training
-/// simulates exactly what inference does.
-pub fn simulate_exit_layers(signal: ExitSignal, signals: &[Vec<f32>], tau: f32) -> Vec<usize> {
-    signals.iter().map(|row| exit_layer(signal, row, tau)).collect()
-}
-
 /// Paper Eq. (3): w_n^{(m)} = exp(−β_t·|m − m*_n|) / Σ_m' exp(−β_t·|m' − m*_n|), as `[N, M]` f32 with no
 /// gradient. Each row sums to 1 and peaks at m*; β = 0 gives uniform weights 1/M.
 pub fn sample_weights(exit_layers: &[usize], num_layers: usize, beta: f64, device: Device) -> Tensor {
@@ -104,7 +98,7 @@ pub fn mean_exit_weights(signal: ExitSignal, signals: &[Vec<f32>], thresholds: &
     let mut sum = vec![0.0; num_layers];
     let mut rows = 0usize;
     for &tau in thresholds {
-        for m_star in simulate_exit_layers(signal, signals, tau) {
+        for m_star in exit_layers(signal, signals, tau) {
             for (s, w) in sum.iter_mut().zip(weight_row(m_star, num_layers, beta)) {
                 *s += w;
             }
@@ -126,7 +120,7 @@ pub fn swm_loss(signal: ExitSignal, ce: &Tensor, signals: &[Vec<f32>], threshold
     let losses: Vec<Tensor> = thresholds
         .iter()
         .map(|&tau| {
-            let m_star = simulate_exit_layers(signal, signals, tau);
+            let m_star = exit_layers(signal, signals, tau);
             weighted_ce(ce, &sample_weights(&m_star, num_layers, beta, ce.device()))
         })
         .collect();
@@ -201,17 +195,17 @@ mod tests {
         // Energy exits below τ: sample 0 is confident at layer 2, sample 1 never (leaves at the last layer 3,
         // even though its last-layer signal is below τ: the last layer always answers).
         let energy = vec![vec![0.5, 0.2, 0.1], vec![0.6, 0.5, 0.05]];
-        assert_eq!(simulate_exit_layers(ExitSignal::Energy, &energy, 0.3), vec![2, 3]);
-        assert_eq!(simulate_exit_layers(ExitSignal::Energy, &energy, 0.55), vec![1, 2]);
-        assert_eq!(simulate_exit_layers(ExitSignal::Energy, &energy, 0.0), vec![3, 3]);
+        assert_eq!(exit_layers(ExitSignal::Energy, &energy, 0.3), vec![2, 3]);
+        assert_eq!(exit_layers(ExitSignal::Energy, &energy, 0.55), vec![1, 2]);
+        assert_eq!(exit_layers(ExitSignal::Energy, &energy, 0.0), vec![3, 3]);
         // Max-softmax exits above τ.
         let softmax = vec![vec![0.6, 0.95, 0.99], vec![0.97, 0.7, 0.8]];
-        assert_eq!(simulate_exit_layers(ExitSignal::MaxSoftmax, &softmax, 0.9), vec![2, 1]);
-        assert_eq!(simulate_exit_layers(ExitSignal::MaxSoftmax, &softmax, 0.999), vec![3, 3]);
+        assert_eq!(exit_layers(ExitSignal::MaxSoftmax, &softmax, 0.9), vec![2, 1]);
+        assert_eq!(exit_layers(ExitSignal::MaxSoftmax, &softmax, 0.999), vec![3, 3]);
         // Patience exits when the streak reaches τ.
         let patience = vec![vec![0.0, 1.0, 2.0, 3.0], vec![0.0, 0.0, 1.0, 0.0]];
-        assert_eq!(simulate_exit_layers(ExitSignal::Patience, &patience, 2.0), vec![3, 4]);
-        assert_eq!(simulate_exit_layers(ExitSignal::Patience, &patience, 1.0), vec![2, 3]);
+        assert_eq!(exit_layers(ExitSignal::Patience, &patience, 2.0), vec![3, 4]);
+        assert_eq!(exit_layers(ExitSignal::Patience, &patience, 1.0), vec![2, 3]);
     }
 
     #[test]
