@@ -7,16 +7,13 @@
 use crate::weights::{
     names, Activation, EmbeddingWeights, ExitWeights, LayerNorm, LayerWeights, Linear, Matrix, ModelWeights,
 };
+use cosee_format::checkpoint::{TensorError, TensorFile};
 use cosee_runtime::config::{ExitConfig, ModelConfig};
 use cosee_runtime::json::JsonError;
 use rand::{Rng, SeedableRng};
-use safetensors::{Dtype, SafeTensors};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-pub const CONFIG_FILE: &str = "config.json";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub use cosee_format::checkpoint::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -34,7 +31,7 @@ pub enum CheckpointError {
     MissingTensor { path: String, name: String },
     #[error("{path}: tensor '{name}' has shape {found:?}, expected {expected:?}")]
     Shape { path: String, name: String, expected: Vec<usize>, found: Vec<usize> },
-    #[error("{path}: tensor '{name}' has dtype {found}, expected a float (F32, F16 or BF16)")]
+    #[error("{path}: tensor '{name}' has dtype {found}, expected a float (F32, F16, BF16 or F64)")]
     Dtype { path: String, name: String, found: String },
     #[error(
         "{path} has no `cosee` section: this is a pretrained backbone, not a COSEE checkpoint; give the task \
@@ -43,6 +40,18 @@ pub enum CheckpointError {
     NoExitConfig { path: String },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+}
+
+impl From<TensorError> for CheckpointError {
+    fn from(e: TensorError) -> Self {
+        match e {
+            TensorError::Io { path, source } => Self::Io { path, source },
+            TensorError::Safetensors { path, message } => Self::Safetensors { path, message },
+            TensorError::Missing { path, name } => Self::MissingTensor { path, name },
+            TensorError::Shape { path, name, expected, found } => Self::Shape { path, name, expected, found },
+            TensorError::Dtype { path, name, dtype } => Self::Dtype { path, name, found: dtype },
+        }
+    }
 }
 
 /// How to open a checkpoint.
@@ -115,62 +124,24 @@ fn require(dir: &Path, file: &str, what: &'static str) -> Result<PathBuf, Checkp
     }
 }
 
-/// A tensor's shape and its values as f32, or the name of its non-float dtype.
-type StoredTensor = (Vec<usize>, Result<Vec<f32>, String>);
-
-/// The float tensors of a safetensors file, converted to f32.
+/// The checkpoint's tensors, read by the workspace's one safetensors reader, as the exporter's matrices.
 struct TensorStore {
     path: String,
-    tensors: BTreeMap<String, StoredTensor>,
+    file: TensorFile,
 }
 
 impl TensorStore {
     fn read(path: &Path) -> Result<Self, CheckpointError> {
-        let display = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: display.clone(), source })?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| CheckpointError::Safetensors { path: display.clone(), message: e.to_string() })?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in file.iter() {
-            let data = view.data();
-            let values = match view.dtype() {
-                Dtype::F32 => Ok(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-                Dtype::F16 => {
-                    Ok(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
-                }
-                Dtype::BF16 => {
-                    Ok(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
-                }
-                // Integer buffers such as `embeddings.position_ids` are not weights; kept only to name them in errors.
-                other => Err(format!("{other:?}")),
-            };
-            tensors.insert(name.to_string(), (view.shape().to_vec(), values));
-        }
-        Ok(Self { path: display, tensors })
+        let file = TensorFile::read(path)?;
+        Ok(Self { path: file.path().to_string(), file })
     }
 
     fn has(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.file.contains(name)
     }
 
     fn get(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, CheckpointError> {
-        let (shape, values) = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| CheckpointError::MissingTensor { path: self.path.clone(), name: name.to_string() })?;
-        if shape != expected {
-            return Err(CheckpointError::Shape {
-                path: self.path.clone(),
-                name: name.to_string(),
-                expected: expected.to_vec(),
-                found: shape.clone(),
-            });
-        }
-        values.clone().map_err(|found| CheckpointError::Dtype {
-            path: self.path.clone(),
-            name: name.to_string(),
-            found,
-        })
+        Ok(self.file.get(name, expected)?)
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, CheckpointError> {
@@ -333,8 +304,12 @@ pub fn write_random_checkpoint(dir: &Path, config: &ModelConfig, seed: u64) -> R
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, data)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .expect("shape and data agree by construction");
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                shape.clone(),
+                bytemuck::cast_slice(data),
+            )
+            .expect("shape and data agree by construction");
             (name.clone(), view)
         })
         .collect();

@@ -1,7 +1,9 @@
 //! The weights of a COSEE multi-exit BERT, grouped like the checkpoint's tensor names (Hugging Face BERT without
-//! the `bert.` prefix, exits as `exits.{i}`), so that the exporter and the reference forward pass walk the same
+//! the `bert.` prefix, exits as `exits.{i}`; read by `cosee_format::checkpoint::TensorFile`), so that the exporter and the reference forward pass walk the same
 //! structure the trainer writes.
 
+/// The activation parser and the tensor names are the checkpoint format's (`cosee_format::checkpoint`).
+pub use cosee_format::checkpoint::{names, Activation};
 use cosee_runtime::config::Pooling;
 
 /// A dense matrix in row-major order.
@@ -66,27 +68,6 @@ pub struct EmbeddingWeights {
     pub layer_norm: LayerNorm,
 }
 
-/// The activation of the feed-forward block (`hidden_act`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact GELU, x·Φ(x) with erf (`gelu`).
-    GeluErf,
-    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-    Relu,
-}
-
-impl Activation {
-    pub fn from_hidden_act(name: &str) -> Option<Self> {
-        match name {
-            "gelu" => Some(Self::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
-            "relu" => Some(Self::Relu),
-            _ => None,
-        }
-    }
-}
-
 /// `encoder.layer.{i}.*`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerWeights {
@@ -130,21 +111,5 @@ impl ModelWeights {
     }
     pub fn head_dim(&self) -> usize {
         self.hidden_size() / self.num_heads
-    }
-}
-
-/// Checkpoint tensor names, in one place.
-pub mod names {
-    pub const WORD: &str = "embeddings.word_embeddings.weight";
-    pub const POSITION: &str = "embeddings.position_embeddings.weight";
-    pub const TOKEN_TYPE: &str = "embeddings.token_type_embeddings.weight";
-    pub const EMB_LN: &str = "embeddings.LayerNorm";
-    pub const SHARED_POOLER: &str = "pooler.dense";
-
-    pub fn layer(i: usize, part: &str) -> String {
-        format!("encoder.layer.{i}.{part}")
-    }
-    pub fn exit(i: usize, part: &str) -> String {
-        format!("exits.{i}.{part}")
     }
 }

@@ -168,3 +168,41 @@ fn half_precision_tensors_are_widened() {
         f32_weights.exits[0].classifier.bias.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
     assert_eq!(c.weights.exits[0].classifier.bias, expected);
 }
+
+/// A Hugging Face `BertModel`-style file names the encoder `bert.embeddings…`, `bert.encoder…`, `bert.pooler…`. The
+/// exporter reads it as the trainer does, and a backbone exported with random heads (`cosee-tools export --task`)
+/// gives the same package as the unprefixed file.
+#[test]
+fn bert_prefixed_checkpoint_exports_like_the_unprefixed_one() {
+    let plain = tempfile::tempdir().unwrap();
+    write_random_checkpoint(plain.path(), &config(), 4).unwrap();
+    let prefixed = tempfile::tempdir().unwrap();
+    for file in ["model.safetensors", "config.json", "tokenizer.json"] {
+        std::fs::copy(plain.path().join(file), prefixed.path().join(file)).unwrap();
+    }
+    rewrite(prefixed.path(), |tensors| {
+        let names: Vec<String> = tensors.keys().filter(|n| !n.starts_with("exits.")).cloned().collect();
+        for name in names {
+            let tensor = tensors.remove(&name).unwrap();
+            tensors.insert(format!("bert.{name}"), tensor);
+        }
+    });
+    let c = Checkpoint::open(prefixed.path()).unwrap();
+    assert_eq!(c.weights, Checkpoint::open(plain.path()).unwrap().weights);
+
+    // The backbone case of the bug: no `cosee` section, every tensor prefixed, random heads from --task.
+    let backbone = |dir: &Path| {
+        let mut cfg = ModelConfig::read(&dir.join("config.json")).unwrap();
+        cfg.cosee = None;
+        std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
+    };
+    backbone(plain.path());
+    backbone(prefixed.path());
+    rewrite(prefixed.path(), |tensors| tensors.retain(|n, _| !n.starts_with("exits.")));
+    let heads = config().cosee;
+    let options = cosee_tools::ExportOptions { backbone_heads: heads, self_check: true, ..Default::default() };
+    let out = tempfile::tempdir().unwrap();
+    let a = cosee_tools::export(plain.path(), &out.path().join("plain"), &options).unwrap();
+    let b = cosee_tools::export(prefixed.path(), &out.path().join("prefixed"), &options).unwrap();
+    assert_eq!(a.manifest.files, b.manifest.files, "the same weights must give the same graphs");
+}

@@ -131,7 +131,7 @@ impl ModelConfig {
         if b.num_hidden_layers == 0 {
             return Err("num_hidden_layers must be at least 1".into());
         }
-        if !matches!(b.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu") {
+        if crate::checkpoint::Activation::from_hidden_act(&b.hidden_act).is_none() {
             return Err(format!("hidden_act '{}' is not supported (gelu, gelu_new, relu)", b.hidden_act));
         }
         if let Some(exit) = &self.cosee {

@@ -3,6 +3,7 @@
 //! - [`signal`]: the exit signals (energy, entropy, max-softmax, patience), their directions, and the exit decision.
 //! - [`metrics`]: the paper's measures (Eq. 12 speed-up, accuracy, F1, DIS) and the τ sweep.
 //! - [`glue`]: GLUE tasks and their TSV files.
+//! - [`checkpoint`]: the checkpoint directory's files, tensor names and the one safetensors reader.
 //! - [`config`]: a checkpoint's `config.json` (Hugging Face's BERT config plus the `cosee` section).
 //! - [`manifest`]: the model package format (manifest, file names, digests).
 //! - [`json`]: reading and writing the JSON files above (and the other crates' own), with one error type.
@@ -10,6 +11,7 @@
 //! The runtime re-exports these modules under their old paths (`cosee_runtime::signal`, …); the trainer depends on
 //! this crate alone, so it does not link tract.
 
+pub mod checkpoint;
 pub mod config;
 pub mod glue;
 pub mod json;

@@ -2,6 +2,7 @@
 //! it owns, so that `VarStore::variables()` yields exactly the checkpoint names (`embeddings.LayerNorm.weight`,
 //! `encoder.layer.0.attention.self.query.weight`, …) and loading or saving is by name with no mapping table.
 
+pub use cosee_format::checkpoint::Activation;
 use cosee_format::config::{BertConfig, Pooling};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -35,32 +36,12 @@ fn embedding(p: nn::Path, count: i64, dim: i64, padding_idx: i64) -> nn::Embeddi
     nn::embedding(p, count, dim, config)
 }
 
-/// The feed-forward activation named by `hidden_act`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact erf GELU (`gelu`), what BERT and MiniLM use.
-    Gelu,
-    /// tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-    Relu,
-}
-
-impl Activation {
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "gelu" => Some(Self::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
-            "relu" => Some(Self::Relu),
-            _ => None,
-        }
-    }
-
-    fn apply(self, xs: &Tensor) -> Tensor {
-        match self {
-            Self::Gelu => xs.gelu("none"),
-            Self::GeluTanh => xs.gelu("tanh"),
-            Self::Relu => xs.relu(),
-        }
+/// The feed-forward activation named by `hidden_act` (the checkpoint format's parser), in tch.
+fn apply(activation: Activation, xs: &Tensor) -> Tensor {
+    match activation {
+        Activation::GeluErf => xs.gelu("none"),
+        Activation::GeluTanh => xs.gelu("tanh"),
+        Activation::Relu => xs.relu(),
     }
 }
 
@@ -174,7 +155,7 @@ impl Layer {
         let attended = self
             .attention_output_layer_norm
             .forward(&(self.attention_output_dense.forward(&context).dropout(self.dropout, train) + xs));
-        let inner = self.activation.apply(&self.intermediate_dense.forward(&attended));
+        let inner = apply(self.activation, &self.intermediate_dense.forward(&attended));
         self.output_layer_norm.forward(&(self.output_dense.forward(&inner).dropout(self.dropout, train) + attended))
     }
 }

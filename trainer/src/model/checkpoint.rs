@@ -7,17 +7,16 @@
 
 use super::MultiExitBert;
 use crate::error::{io_err, Result, TrainerError};
+use cosee_format::checkpoint::{TensorError, TensorFile};
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-pub const CONFIG_FILE: &str = "config.json";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub use cosee_format::checkpoint::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 
 /// What to do with model variables the file lacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,36 +41,25 @@ pub struct LoadReport {
     pub ignored: Vec<String>,
 }
 
-/// Reads `path` into the model's variables, by name, accepting an optional `bert.` prefix in the file.
+/// Reads `path` into the model's variables, by name, accepting an optional `bert.` prefix in the file (the
+/// workspace's one safetensors reader, [`TensorFile`]).
 pub fn load_weights(model: &MultiExitBert, path: &Path, missing: Missing) -> Result<LoadReport> {
-    let display = path.display().to_string();
-    let bytes = fs::read(path).map_err(io_err(path))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| TrainerError::Safetensors { path: display.clone(), message: e.to_string() })?;
-    // Unprefixed name → the file's tensor. A name present both with and without `bert.` keeps the unprefixed.
-    let mut by_name: HashMap<String, (String, TensorView<'_>)> = HashMap::new();
-    let mut tensors = file.tensors();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, view) in tensors {
-        let key = name.strip_prefix("bert.").unwrap_or(&name).to_string();
-        if name.starts_with("bert.") && by_name.contains_key(&key) {
-            continue;
-        }
-        by_name.insert(key, (name, view));
-    }
-
+    let file = TensorFile::read(path).map_err(tensor_error)?;
+    let display = file.path().to_string();
     let mut report = LoadReport::default();
     let mut used: Vec<String> = Vec::new();
     let mut variables: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, mut var) in variables {
-        let source = match by_name.get(&name) {
-            Some((file_name, view)) => Some((file_name.clone(), view)),
-            None => shared_pooler_name(&name).and_then(|shared| by_name.get(&shared)).map(|(f, v)| (f.clone(), v)),
+        let source = if file.contains(&name) {
+            Some(name.clone())
+        } else {
+            shared_pooler_name(&name).filter(|shared| file.contains(shared))
         };
         match source {
-            Some((file_name, view)) => {
-                let value = view_to_tensor(view, &file_name, &display)?;
+            Some(source) => {
+                let file_name = file.file_name(&source).expect("a tensor the file contains").to_string();
+                let value = to_tensor(file.values(&source).map_err(tensor_error)?);
                 if value.size() != var.size() {
                     return Err(TrainerError::Shape {
                         path: display,
@@ -81,7 +69,7 @@ pub fn load_weights(model: &MultiExitBert, path: &Path, missing: Missing) -> Res
                     });
                 }
                 tch::no_grad(|| var.f_copy_(&value))?;
-                if by_name.contains_key(&name) {
+                if source == name {
                     report.loaded.push(name);
                 } else {
                     report.copied.push((name, file_name.clone()));
@@ -92,9 +80,30 @@ pub fn load_weights(model: &MultiExitBert, path: &Path, missing: Missing) -> Res
             None => return Err(TrainerError::MissingWeight { path: display, name }),
         }
     }
-    report.ignored = file.names().into_iter().filter(|n| !used.iter().any(|u| u == *n)).map(str::to_string).collect();
-    report.ignored.sort();
+    report.ignored = file.file_names().iter().filter(|n| !used.contains(n)).cloned().collect();
     Ok(report)
+}
+
+/// The trainer's error for a tensor-file fault.
+fn tensor_error(e: TensorError) -> TrainerError {
+    match e {
+        TensorError::Io { path, source } => TrainerError::Io { path, source },
+        TensorError::Safetensors { path, message } => TrainerError::Safetensors { path, message },
+        TensorError::Missing { path, name } => TrainerError::MissingWeight { path, name },
+        TensorError::Shape { path, name, expected, found } => TrainerError::Shape {
+            path,
+            name,
+            expected: expected.iter().map(|&d| d as i64).collect(),
+            found: found.iter().map(|&d| d as i64).collect(),
+        },
+        TensorError::Dtype { path, name, dtype } => TrainerError::Dtype { path, name, dtype },
+    }
+}
+
+/// An f32 tensor of `shape` on the CPU.
+fn to_tensor((shape, values): (Vec<usize>, Vec<f32>)) -> Tensor {
+    let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    Tensor::from_slice(&values).reshape(&shape)
 }
 
 /// Pooler and exit tensors, which a pretrained backbone may lack or carry untrained.
@@ -107,24 +116,6 @@ fn shared_pooler_name(name: &str) -> Option<String> {
     let rest = name.strip_prefix("exits.")?;
     let (_, tail) = rest.split_once('.')?;
     tail.starts_with("pooler.").then(|| tail.to_string())
-}
-
-fn view_to_tensor(view: &TensorView<'_>, name: &str, path: &str) -> Result<Tensor> {
-    let kind = match view.dtype() {
-        Dtype::F32 => Kind::Float,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::F64 => Kind::Double,
-        other => {
-            return Err(TrainerError::Dtype {
-                path: path.to_string(),
-                name: name.to_string(),
-                dtype: format!("{other:?}"),
-            })
-        }
-    };
-    let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-    Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?.to_kind(Kind::Float))
 }
 
 /// Serializes named tensors as one f32 safetensors file, names sorted.
@@ -151,13 +142,9 @@ pub fn serialize_tensors(named: &[(String, Tensor)]) -> Result<Vec<u8>> {
 
 /// Reads an f32 safetensors file written by [`serialize_tensors`] into a name → tensor map on `device`.
 pub fn read_tensors(path: &Path, device: Device) -> Result<HashMap<String, Tensor>> {
-    let display = path.display().to_string();
-    let bytes = fs::read(path).map_err(io_err(path))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| TrainerError::Safetensors { path: display.clone(), message: e.to_string() })?;
-    file.tensors()
-        .into_iter()
-        .map(|(name, view)| Ok((name.clone(), view_to_tensor(&view, &name, &display)?.to_device(device))))
+    let file = TensorFile::read(path).map_err(tensor_error)?;
+    file.names()
+        .map(|name| Ok((name.to_string(), to_tensor(file.values(name).map_err(tensor_error)?).to_device(device))))
         .collect()
 }
 

@@ -48,7 +48,7 @@ impl MultiExitBert {
         config.validate().map_err(|m| TrainerError::Invalid(format!("model config: {m}")))?;
         let exit = exit_config(config)?;
         let b = &config.bert;
-        let activation = Activation::from_name(&b.hidden_act)
+        let activation = Activation::from_hidden_act(&b.hidden_act)
             .ok_or_else(|| TrainerError::Invalid(format!("unsupported hidden_act '{}'", b.hidden_act)))?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
