@@ -20,6 +20,17 @@ from pathlib import Path
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
+
+def tau_direction(manifest):
+    """Which way τ moves the exit, for the package's signal: energy and entropy exit below τ, max-softmax above,
+    patience once that many layers agree."""
+    signal = manifest["signal"]["name"]
+    if signal in ("energy", "entropy"):
+        return f"with the {signal} signal a sample leaves once its signal falls below τ, so a higher τ exits earlier and errs more"
+    if signal == "max_softmax":
+        return "with the max-softmax signal a sample leaves once its confidence rises above τ, so a lower τ exits earlier and errs more"
+    return "with patience a sample leaves once τ layers in a row agree, so a lower τ exits earlier and errs more"
+
 def load(path):
     try:
         return json.loads(Path(path).read_text())
@@ -273,7 +284,8 @@ def main():
     c.append(
         "- Two labels only: neutral or mixed texts get one of them anyway; use the probability, not only the "
         "label. Idioms and negation around a strong word still fool it (\"i have never been so bored in a "
-        "cinema\" comes out positive, 0.91, at full depth). Early exit trades accuracy for speed: a lower τ exits earlier and errs more (see the τ table)."
+        "cinema\" comes out positive, 0.91, at full depth). Early exit trades accuracy for speed: "
+        f"{tau_direction(manifest)} (see the τ table)."
     )
     c.append(
         "- Not for decisions about people (moderation, hiring, credit) without a human in the loop and an "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains, evaluates and collects the objective comparison of issue 12 (docs/results/<task>-objectives.json):
-# each RUN is OBJECTIVE:SEED[:BETA0:ALPHA], trained on the task's train split minus a fixed 5 % hold-out
+# each RUN is OBJECTIVE:SEED[:BETA0:ALPHA[:centered]] (centered: --centered-logits), trained on the task's train split minus a fixed 5 % hold-out
 # (written to the run's holdout.tsv, where β0, α and τ are chosen), then evaluated on dev (only reported) and on
 # the hold-out. Every step resumes: an interrupted training continues from its latest checkpoint, finished
 # steps are skipped, so the script can be re-run until everything is done.
@@ -60,14 +60,19 @@ task_dir="$runs_root/$task"
 mkdir -p "$task_dir"
 
 one_run() { # spec
-  IFS=: read -r objective seed beta0 alpha <<<"$1"
+  IFS=: read -r objective seed beta0 alpha variant <<<"$1"
   beta0="${beta0:-1}"
   alpha="${alpha:-0.01}"
-  local name="$objective-e$epochs-s$seed"
+  local name="$objective-e$epochs-s$seed" extra=()
   case "$objective" in
     cosee) name="$objective-b$beta0-a$alpha-e$epochs-s$seed" ;;
     swm) name="$objective-b$beta0-e$epochs-s$seed" ;;
     osc) name="$objective-a$alpha-e$epochs-s$seed" ;;
+  esac
+  case "${variant:-}" in
+    "") ;;
+    centered) name="$name-centered"; extra=(--centered-logits) ;;
+    *) echo "unknown variant '$variant' in $1" >&2; return 2 ;;
   esac
   local out="$task_dir/$name"
   if [ ! -f "$out/model/model.safetensors" ]; then
@@ -76,11 +81,11 @@ one_run() { # spec
     else
       "$bin/cosee-trainer" train --output-dir "$out" --task "$task" --backbone "$backbone" \
         --objective "$objective" --beta0 "$beta0" --alpha "$alpha" --epochs "$epochs" --seed "$seed" \
-        --threads "$threads" --no-progress "${recipe[@]}"
+        --threads "$threads" --no-progress "${recipe[@]}" "${extra[@]}"
     fi >"$out.log" 2>&1 || { echo "training $name failed, see $out.log" >&2; return 1; }
   fi
   [ -f "$out/eval-dev/eval.json" ] || "$bin/cosee-trainer" eval --checkpoint "$out/model" --data-dir "$data_dir" \
-    --out "$out/eval-dev" --label "$name" --threads "$threads" --no-progress >/dev/null
+    --out "$out/eval-dev" --label "$name" --threads "$threads" --no-progress --save-logits >/dev/null
   [ -f "$out/eval-holdout/eval.json" ] || "$bin/cosee-trainer" eval --checkpoint "$out/model" \
     --dev-file "$out/holdout.tsv" --out "$out/eval-holdout" --label "$name" --threads "$threads" --no-progress >/dev/null
   echo "done: $name"

@@ -310,6 +310,9 @@ mod tests {
             at_speedup: [("2.0".to_string(), 0.88), ("3.0".to_string(), 0.85)].into_iter().collect(),
             exit_accuracy: vec![],
             exit_dis: vec![],
+            exit_signal_easy: vec![],
+            exit_signal_hard: vec![],
+            train_exits: vec![],
             run: "a".into(),
         };
         let mut runs = vec![run.clone()];

@@ -37,6 +37,15 @@ pub struct RunResult {
     /// Accuracy and DIS of every exit.
     pub exit_accuracy: Vec<f64>,
     pub exit_dis: Vec<Option<f64>>,
+    /// Mean dev signal of each exit's right and wrong answers (the gap OSC widens).
+    #[serde(default)]
+    pub exit_signal_easy: Vec<Option<f64>>,
+    #[serde(default)]
+    pub exit_signal_hard: Vec<Option<f64>>,
+    /// The last training epoch's per-exit diagnostics (mean loss weight, signal of right and wrong answers on
+    /// the training batches), from `metrics.jsonl`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_exits: Vec<crate::train::diagnostics::ExitSummary>,
     /// The run directory's name.
     pub run: String,
 }
@@ -76,9 +85,23 @@ impl RunResult {
             at_speedup: report.at_speedup.clone(),
             exit_accuracy: report.layers.iter().map(|l| l.accuracy).collect(),
             exit_dis: report.layers.iter().map(|l| l.dis).collect(),
+            exit_signal_easy: report.layers.iter().map(|l| l.mean_signal_easy).collect(),
+            exit_signal_hard: report.layers.iter().map(|l| l.mean_signal_hard).collect(),
+            train_exits: last_epoch_diagnostics(run_dir),
             run: run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         })
     }
+}
+
+/// The per-exit diagnostics of the last epoch in a run's `metrics.jsonl` (empty for runs from before them).
+fn last_epoch_diagnostics(run_dir: &Path) -> Vec<crate::train::diagnostics::ExitSummary> {
+    let text = std::fs::read_to_string(run_dir.join(crate::train::state::METRICS_FILE)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "epoch")
+        .last()
+        .and_then(|v| serde_json::from_value(v["exits"].clone()).ok())
+        .unwrap_or_default()
 }
 
 /// Mean, minimum and maximum of one objective's runs at one operating point.
@@ -211,8 +234,52 @@ mod tests {
             at_speedup: at,
             exit_accuracy: vec![0.8, 0.9],
             exit_dis: vec![Some(0.7), None],
+            exit_signal_easy: vec![],
+            exit_signal_hard: vec![],
+            train_exits: vec![],
             run: format!("{objective}-{seed}"),
         }
+    }
+
+    #[test]
+    fn a_run_directory_becomes_a_record() {
+        use crate::eval::{evaluate, ExitOutputs};
+        use cosee_runtime::glue::Task;
+        use cosee_runtime::signal::ExitSignal;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = TrainConfig::new(Task::Mrpc, "bb".into(), Default::default(), dir.path().into());
+        config.objective.alpha = 0.001;
+        config.holdout_fraction = Some(0.05);
+        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_string(&config).unwrap()).unwrap();
+        let epoch = |w: f64| {
+            serde_json::json!({"event": "epoch", "exits": [{"exit": 1, "mean_weight": w, "easy_share": 0.5,
+                "mean_signal_easy": 0.1, "mean_signal_hard": null}]})
+            .to_string()
+        };
+        let metrics = format!("{}\n{}\n{{\"event\":\"finished\"}}\n", epoch(0.7), epoch(0.6));
+        std::fs::write(dir.path().join(crate::train::state::METRICS_FILE), metrics).unwrap();
+        // Labels [1, 1, 0]; exit 1 says 1 for all, exit 2 is right on all.
+        let outputs = ExitOutputs {
+            logits: vec![
+                vec![vec![0.0, 3.0], vec![0.0, 1.0], vec![0.0, 2.0]],
+                vec![vec![0.0, 3.0], vec![0.0, 3.0], vec![3.0, 0.0]],
+            ],
+            labels: vec![1, 1, 0],
+        };
+        let report = evaluate(&outputs, Task::Mrpc, ExitSignal::Energy, &[0.5]);
+        let r = RunResult::from_run(dir.path(), &report).unwrap();
+        assert_eq!((r.objective.as_str(), r.alpha, r.epochs, r.metric.as_str()), ("cosee", 0.001, 10, "f1"));
+        assert_eq!((r.full_depth, r.full_depth_accuracy), (1.0, 1.0));
+        assert_eq!(r.exit_accuracy, vec![2.0 / 3.0, 1.0]);
+        // The last epoch's diagnostics, not the first's.
+        assert_eq!(r.train_exits.len(), 1);
+        assert_eq!(r.train_exits[0].mean_weight, 0.6);
+        // The wrong answer of exit 1 (sample 2, logits [0, 2]) has energy σ(−lse(0, 2)).
+        let hard = cosee_runtime::signal::normalized_energy(&[0.0, 2.0]) as f64;
+        assert!((r.exit_signal_hard[0].unwrap() - hard).abs() < 1e-6);
+        // A report of another task is refused.
+        let other = evaluate(&outputs, Task::Sst2, ExitSignal::Energy, &[0.5]);
+        assert!(RunResult::from_run(dir.path(), &other).is_err());
     }
 
     #[test]

@@ -184,3 +184,30 @@ fn standardized_poolers_center_and_scale_each_layers_cls() {
         assert!((std - 1.0).abs().max().double_value(&[]) < 1e-3, "exit {m}");
     }
 }
+
+#[test]
+fn centered_classifiers_give_zero_sum_logits_and_the_same_softmax() {
+    let enc = TextEncoder::from_file(&tokenizer_path(), 32).unwrap();
+    let texts: Vec<(&str, Option<&str>)> =
+        ["a charming journey .", "the movie is dull", "bad film"].iter().map(|t| (*t, None)).collect();
+    let batch = EncodedBatch::from_texts(&enc, &texts, None).unwrap();
+    let model = MultiExitBert::new(&tiny_config(2, true), Device::Cpu).unwrap();
+    // Give the heads a common level that centering has to remove (HF init draws zero biases).
+    for (name, var) in named_variables(&model) {
+        if name.ends_with("classifier.bias") {
+            tch::no_grad(|| var.shallow_clone().copy_(&tch::Tensor::from_slice(&[1.5f32, 0.5])));
+        }
+    }
+    let (ids, types, mask) = batch.to_tensors(Device::Cpu);
+    let before = tch::no_grad(|| model.forward(&ids, &types, &mask, false));
+    model.center_classifiers();
+    let after = tch::no_grad(|| model.forward(&ids, &types, &mask, false));
+    for (b, a) in before.iter().zip(&after) {
+        let row_sums = a.sum_dim_intlist(-1i64, false, tch::Kind::Float).abs().max().double_value(&[]);
+        assert!(row_sums < 1e-5, "logits not zero-sum: {row_sums}");
+        let level = b.mean_dim(-1i64, false, tch::Kind::Float).abs().min().double_value(&[]);
+        assert!(level > 0.5, "the test needs a level to remove: {level}");
+        let (pb, pa) = (b.softmax(-1, tch::Kind::Float), a.softmax(-1, tch::Kind::Float));
+        assert!((pb - pa).abs().max().double_value(&[]) < 1e-6, "softmax changed");
+    }
+}

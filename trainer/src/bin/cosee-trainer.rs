@@ -165,6 +165,11 @@ struct TrainArgs {
     /// examples (implies --per-exit-pooler). For backbones whose shallow [CLS] barely varies, e.g. all-MiniLM-L6-v2.
     #[arg(long)]
     standardize_poolers: bool,
+    /// Keep each exit's logits zero-sum (classifier rows centered after every step): the normalized energy then
+    /// ranks by the margins only, and OSC cannot train the logits' free common level into a second difficulty
+    /// score (see docs/results/osc-on-minilm.md). Prediction and cross-entropy are unchanged.
+    #[arg(long)]
+    centered_logits: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Checkpoint every N optimizer steps (besides every epoch end); 0: epoch ends only.
@@ -213,6 +218,10 @@ struct EvalArgs {
     /// Name of this run in charts (default: the checkpoint directory's name).
     #[arg(long)]
     label: Option<String>,
+    /// Also write every exit's logits and the labels (eval_logits.json: {"labels": [...], "logits":
+    /// [exit][sample][class]}), for analyses of the signals beyond the report.
+    #[arg(long)]
+    save_logits: bool,
     #[command(flatten)]
     runtime: Runtime,
 }
@@ -296,6 +305,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         c.pad_to = a.pad_to;
         c.per_exit_pooler = a.per_exit_pooler || a.standardize_poolers;
         c.standardize_poolers = a.standardize_poolers;
+        c.centered_logits = a.centered_logits;
         c.pooling = a.pooling;
         c.seed = a.seed;
         c.save_steps = a.save_steps;
@@ -361,6 +371,11 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let mut report = eval::evaluate(&outputs, task, signal, &thresholds);
     report.label = Some(label.clone());
     let json = report.write_files(&a.out, "eval")?;
+    if a.save_logits {
+        let path = a.out.join("eval_logits.json");
+        let doc = serde_json::json!({ "labels": outputs.labels, "logits": outputs.logits });
+        std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
     let pngs = plot::all(&report, &a.out, "eval", &label)?;
     println!("{}", report.table());
     eprintln!("{} examples through {} exits in {seconds:.1}s", examples.len(), model.num_layers());

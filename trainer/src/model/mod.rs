@@ -164,6 +164,28 @@ impl MultiExitBert {
         states
     }
 
+    /// Projects every exit's classifier onto zero-sum logits: W ← W − mean over classes, b ← b − mean(b), so that
+    /// each exit's logits sum to 0 for every input. Softmax, cross-entropy and the prediction are unchanged (they
+    /// ignore a common shift); what goes is the common level of the logits, which the normalized energy reads
+    /// (logsumexp = level + a function of the margins) and which cross-entropy never trains. Called after every
+    /// optimizer step with `--centered-logits`, it keeps OSC from turning that free level into a second,
+    /// weaker difficulty score (docs/results/osc-on-minilm.md). The saved weights are the centered ones, so the
+    /// exported package computes exactly what was trained.
+    pub fn center_classifiers(&self) {
+        tch::no_grad(|| {
+            for exit in &self.exits {
+                let mut w = exit.classifier.ws.shallow_clone();
+                let centered = &w - w.mean_dim(0i64, true, Kind::Float);
+                w.copy_(&centered);
+                if let Some(b) = &exit.classifier.bs {
+                    let mut b = b.shallow_clone();
+                    let centered = &b - b.mean(Kind::Float);
+                    b.copy_(&centered);
+                }
+            }
+        });
+    }
+
     /// Data-dependent start of per-exit poolers: exit m's pooler becomes tanh((x_m − μ_m) / σ_m) per hidden unit,
     /// x_m what it pools from layer m, μ and σ measured on `batch` in evaluation mode; σ is floored at a tenth of
     /// its median so that near-constant units are not blown up.

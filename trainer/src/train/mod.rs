@@ -70,6 +70,10 @@ pub struct TrainConfig {
     /// training examples ([`MultiExitBert::standardize_exit_poolers`]); needs `per_exit_pooler`.
     #[serde(default)]
     pub standardize_poolers: bool,
+    /// Keep every exit's logits zero-sum (`MultiExitBert::center_classifiers` after each step), so the energy
+    /// signal has no free common level for OSC to train.
+    #[serde(default)]
+    pub centered_logits: bool,
     pub seed: u64,
     /// Checkpoint every N optimizer steps (0: only at epoch ends).
     pub save_steps: usize,
@@ -104,6 +108,7 @@ impl TrainConfig {
             per_exit_pooler: false,
             pooling: Pooling::Cls,
             standardize_poolers: false,
+            centered_logits: false,
             seed: 42,
             save_steps: 0,
             keep_checkpoints: 2,
@@ -277,6 +282,9 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
         model.standardize_exit_poolers(&EncodedBatch::pad(&sample, encoder.pad_id(), None))?;
         say(format!("exit poolers standardized on {} training examples", sample.len()));
     }
+    if resume_from.is_none() && config.centered_logits {
+        model.center_classifiers();
+    }
     say(format!(
         "{} train / {} dev examples; {} epochs × {} steps = {} optimizer steps of {} (micro-batch {}) on {:?}",
         data.train.len(),
@@ -348,6 +356,9 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
             }
             optimizer.clip_grad_norm(config.max_grad_norm);
             optimizer.step(lr);
+            if config.centered_logits {
+                model.center_classifiers();
+            }
             if !loss_sum.is_finite() {
                 return Err(TrainerError::Invalid(format!("the loss became {loss_sum} at step {}", state.step + 1)));
             }
