@@ -244,8 +244,9 @@ mod tests {
     #[test]
     fn a_run_directory_becomes_a_record() {
         use crate::eval::{evaluate, ExitOutputs};
-        use cosee_runtime::glue::Task;
-        use cosee_runtime::signal::ExitSignal;
+        use crate::train::state::CONFIG_FILE;
+        use cosee_format::glue::Task;
+        use cosee_format::signal::ExitSignal;
         let dir = tempfile::tempdir().unwrap();
         let mut config = TrainConfig::new(Task::Mrpc, "bb".into(), Default::default(), dir.path().into());
         config.objective.alpha = 0.001;
@@ -275,7 +276,7 @@ mod tests {
         assert_eq!(r.train_exits.len(), 1);
         assert_eq!(r.train_exits[0].mean_weight, 0.6);
         // The wrong answer of exit 1 (sample 2, logits [0, 2]) has energy σ(−lse(0, 2)).
-        let hard = cosee_runtime::signal::normalized_energy(&[0.0, 2.0]) as f64;
+        let hard = cosee_format::signal::normalized_energy(&[0.0, 2.0]) as f64;
         assert!((r.exit_signal_hard[0].unwrap() - hard).abs() < 1e-6);
         // A report of another task is refused.
         let other = evaluate(&outputs, Task::Sst2, ExitSignal::Energy, &[0.5]);
