@@ -12,6 +12,7 @@
 
 use crate::manifest::Calibration;
 use crate::profile::DeviceProfile;
+use crate::settings::{self, OutOfRange};
 use crate::signal::ExitSignal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -74,10 +75,9 @@ pub enum TuneError {
     HistogramLength { threshold: f32, found: usize, expected: usize },
     #[error("no token-length distribution: give --data, or a profile that recorded one")]
     NoTokenCounts,
-    #[error("invalid budget {0} ms: must be a positive number")]
-    InvalidBudget(f64),
-    #[error("invalid percentile {0}: must be within 0..=100")]
-    InvalidPercentile(f64),
+    /// A budget or percentile out of range.
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
 }
 
 /// Weighted percentile: the smallest value whose cumulative weight reaches q % of the total (NaN if empty).
@@ -129,9 +129,7 @@ pub fn predict_all(
     token_counts: &BTreeMap<usize, usize>,
     percentile: f64,
 ) -> Result<Vec<Prediction>, TuneError> {
-    if !(0.0..=100.0).contains(&percentile) {
-        return Err(TuneError::InvalidPercentile(percentile));
-    }
+    settings::percentile("percentile", percentile)?;
     if calibration.points.is_empty() {
         return Err(TuneError::EmptyCalibration);
     }
@@ -167,9 +165,7 @@ pub fn predict_all(
 
 /// The most accurate τ whose predicted percentile is within `budget_ms` (ties: the faster); if none, the fastest.
 pub fn choose(predictions: &[Prediction], budget_ms: f64) -> Result<Choice, TuneError> {
-    if !(budget_ms.is_finite() && budget_ms > 0.0) {
-        return Err(TuneError::InvalidBudget(budget_ms));
-    }
+    settings::budget_ms("budget_ms", budget_ms)?;
     if predictions.is_empty() {
         return Err(TuneError::EmptyCalibration);
     }
@@ -321,13 +317,30 @@ pub enum ConfigError {
     Io { path: String, source: std::io::Error },
     #[error("{path} is not a runtime config (expected JSON with threshold, signal, budget_ms, percentile): {source}")]
     Parse { path: String, source: serde_json::Error },
+    /// A value out of range; the setting is named `FILE: key`.
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
 }
 
 impl RuntimeConfig {
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: display.clone(), source })?;
-        serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: display, source })
+        let config: Self =
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: display.clone(), source })?;
+        config.check(&display, None)?;
+        Ok(config)
+    }
+
+    /// Checks every value against its range (see [`crate::settings`]), the settings named `{origin}: key`; with
+    /// the package's `num_layers`, a patience τ against its depth too.
+    pub fn check(&self, origin: &str, num_layers: Option<usize>) -> Result<(), OutOfRange> {
+        self.signal.check_threshold(&format!("{origin}: threshold"), self.threshold, num_layers)?;
+        if let Some(budget) = self.budget_ms {
+            settings::budget_ms(&format!("{origin}: budget_ms"), budget)?;
+        }
+        settings::percentile(&format!("{origin}: percentile"), self.percentile)?;
+        Ok(())
     }
 
     pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
@@ -424,8 +437,8 @@ mod tests {
         let choice = choose(&preds, 1.0).unwrap();
         assert_eq!(choice, Choice::Impossible { index: 3, budget_ms: 1.0, fastest_ms: 1.5 });
         assert!(choice.to_string().contains("no threshold meets the 1.00 ms budget"), "{choice}");
-        assert!(matches!(choose(&preds, 0.0), Err(TuneError::InvalidBudget(_))));
-        assert!(matches!(choose(&preds, f64::NAN), Err(TuneError::InvalidBudget(_))));
+        assert!(matches!(choose(&preds, 0.0), Err(TuneError::OutOfRange(_))));
+        assert!(matches!(choose(&preds, f64::NAN), Err(TuneError::OutOfRange(_))));
     }
 
     #[test]
@@ -451,7 +464,7 @@ mod tests {
         let err = predict_all(&p, &t, 4, &p.token_counts, 95.0).unwrap_err();
         assert!(err.to_string().contains("τ = 0.3"), "{err}");
         assert!(matches!(predict_all(&p, &table(), 4, &BTreeMap::new(), 95.0), Err(TuneError::NoTokenCounts)));
-        assert!(matches!(predict_all(&p, &table(), 4, &p.token_counts, 101.0), Err(TuneError::InvalidPercentile(_))));
+        assert!(matches!(predict_all(&p, &table(), 4, &p.token_counts, 101.0), Err(TuneError::OutOfRange(_))));
     }
 
     fn measured(ms: f64) -> Measured {

@@ -65,9 +65,9 @@ struct VerifyArgs {
 
 #[derive(Args)]
 struct Runtime {
-    /// libtorch CPU threads (0: libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// libtorch CPU threads, 1 to 1024 (default: libtorch's, one per core).
+    #[arg(long, value_parser = parse_threads)]
+    threads: Option<usize>,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -274,6 +274,12 @@ struct ResultsArgs {
     /// The chart's title.
     #[arg(long, default_value = "COSEE and baselines at fixed speed-ups")]
     title: String,
+}
+
+/// `--threads` through the runtime's one range check, so that clap refuses a bad count as a usage error.
+fn parse_threads(text: &str) -> std::result::Result<usize, String> {
+    let n: usize = text.parse().map_err(|e| format!("{e}"))?;
+    cosee_runtime::settings::threads("--threads", n).map_err(|e| e.to_string())
 }
 
 fn main() -> Result<()> {
