@@ -112,3 +112,15 @@ mkdir -p docs/results
 "$bin/cosee-trainer" results --runs "${done_runs[@]}" --out "docs/results/$slug-objectives.json" \
   --chart "docs/results/$slug-objectives.png" --title "$task dev: objectives at fixed layer speed-ups" \
   | tee "docs/results/$slug-objectives.md"
+
+# The README shows the same table between its objectives markers (one block per task).
+python3 - "$task" "docs/results/$slug-objectives.md" <<'PY'
+import re, sys
+task, table_path = sys.argv[1], sys.argv[2]
+begin, end = f"<!-- objectives:{task}:begin -->", f"<!-- objectives:{task}:end -->"
+readme = open("README.md").read()
+if begin in readme:
+    block = f"{begin}\n{open(table_path).read().rstrip()}\n{end}"
+    readme = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, readme, flags=re.S)
+    open("README.md", "w").write(readme)
+PY

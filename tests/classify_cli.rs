@@ -286,8 +286,139 @@ fn cli_budget_runs_stdin_under_the_controller() {
     assert_eq!(fixed.status.code(), Some(0));
     // Not for TEXT arguments, nor for a budget that is not a duration.
     assert_eq!(classify(&["--budget-ms", "5", "x"], None).status.code(), Some(2));
-    assert_eq!(classify(&["--budget-ms", "-1"], Some(b"x\n")).status.code(), Some(2));
+    assert_eq!(classify(&["--budget-ms=-1"], Some(b"x\n")).status.code(), Some(2));
     // A usage error answers at once, without reading stdin: with more input than a pipe holds, the write is cut off.
     let flood = "the movie is great\n".repeat(100_000);
-    assert_eq!(classify(&["--budget-ms", "-1"], Some(flood.as_bytes())).status.code(), Some(2));
+    assert_eq!(classify(&["--budget-ms=-1"], Some(flood.as_bytes())).status.code(), Some(2));
+}
+
+#[test]
+fn cli_stdin_line_over_the_cap_is_answered_and_skipped() {
+    let cap = cosee_runtime::MAX_LINE_BYTES;
+    let mut input = b"the movie is great\n".to_vec();
+    // Issue 15's line: ten megabytes without whitespace, then a line at the cap exactly, then one just over it.
+    input.extend(std::iter::repeat_n(b'x', 10_000_000));
+    input.extend_from_slice(b"\nthe movie is bad\n");
+    input.extend(std::iter::repeat_n(b'!', cap));
+    input.extend_from_slice(b"\n");
+    input.extend(std::iter::repeat_n(b'y', cap + 1));
+    input.extend_from_slice(b"\na charming and often affecting journey");
+    let out = classify(&[], Some(&input));
+    assert_eq!(out.status.code(), Some(1), "two lines failed: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6, "one answer per line, in order");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["input"], i + 1);
+    }
+    for i in [0, 2, 3, 5] {
+        assert!(lines[i]["label"].is_string(), "{}", lines[i]);
+    }
+    assert_eq!(lines[3]["truncated"], true);
+    for (i, bytes) in [(1, 10_000_000), (4, cap + 1)] {
+        let error = lines[i]["error"].as_str().unwrap();
+        assert!(error.contains(&format!("line of {bytes} bytes")) && error.contains(&cap.to_string()), "{error}");
+    }
+    let help = Command::new(cosee_edge()).args(["classify", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("longer than 1 MiB"), "the cap is documented");
+    assert_eq!(cap, 1 << 20, "--help and the README say 1 MiB");
+}
+
+#[test]
+fn cli_out_of_range_settings_are_usage_errors_naming_the_flag() {
+    let refused = |args: &[&str], stdin: &[u8], says: &[&str]| {
+        let out = classify(args, Some(stdin));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for s in says {
+            assert!(stderr.contains(s), "{args:?}: {stderr}");
+        }
+    };
+    // The package exits on normalized energy, in [0, 1]: τ 7 would make every input leave at layer 1.
+    refused(&["--threshold", "7", "x"], b"", &["--threshold 7", "energy", "from 0 to 1"]);
+    // `=`: clap takes a lone `-0.5` for a flag.
+    refused(&["--threshold=-0.5"], b"x\n", &["--threshold -0.5"]);
+    refused(&["--signal", "max_softmax", "--threshold", "1.5", "x"], b"", &["max_softmax"]);
+    // Patience on 3 layers: 1 or 2 agreeing layers.
+    refused(&["--signal", "patience", "--threshold", "3", "x"], b"", &["from 1 to 2"]);
+    refused(&["--signal", "patience", "--threshold", "1.5", "x"], b"", &["integer"]);
+    assert_eq!(classify(&["--signal", "patience", "--threshold", "2", "x"], None).status.code(), Some(0));
+    refused(&["--budget-ms", "nan"], b"x\n", &["--budget-ms NaN", "above 0"]);
+    refused(&["--budget-ms=-1", "--threshold", "0.5"], b"x\n", &["--budget-ms -1"]);
+
+    // A runtime config out of range is refused naming the file and key (a fatal error, as any bad config file).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runtime-config.json");
+    std::fs::write(&config, r#"{"threshold": 7.0, "signal": "energy", "percentile": 95.0}"#).unwrap();
+    let out = classify(&["--config", config.to_str().unwrap(), "x"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("runtime-config.json: threshold 7"), "{stderr}");
+    std::fs::write(&config, r#"{"threshold": 0.5, "signal": "energy", "percentile": 101}"#).unwrap();
+    let out = classify(&["--config", config.to_str().unwrap(), "x"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runtime-config.json: percentile 101"));
+    // Patience beyond the package's depth, checked once the package is known.
+    std::fs::write(&config, r#"{"threshold": 5, "signal": "patience", "percentile": 95}"#).unwrap();
+    let out = classify(&["--config", config.to_str().unwrap(), "x"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from 1 to 2"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3));
+}
+
+/// What an answer says, bit for bit, without its timings: label, exit layer, probabilities and signals as bits,
+/// tokens.
+#[derive(Debug, PartialEq)]
+struct Outcome(String, usize, Vec<u32>, Vec<u32>, usize);
+
+fn outcome(engine: &Engine, text: &str, policy: ExitPolicy) -> Result<Outcome, String> {
+    engine
+        .classify_with(&Input::single(text), policy)
+        .map(|a| {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            Outcome(a.label, a.exit_layer, bits(&a.probs), bits(&a.signals), a.tokens)
+        })
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn one_engine_shared_by_eight_threads_answers_as_sequential_calls() {
+    let engine = std::sync::Arc::new(Engine::load(package()).unwrap());
+    let long: String = SENTENCES.join(" , ").chars().cycle().take(5_000).collect();
+    let mut texts: Vec<String> = SENTENCES.iter().map(|s| s.to_string()).collect();
+    texts.extend([long, String::new(), "!".repeat(3_000), "the movie is great ".repeat(3)]);
+    // τ at each sentence's own full-depth signals, so that answers leave at every layer.
+    let mut work: Vec<(String, ExitPolicy)> = Vec::new();
+    for text in &texts {
+        let taus: Vec<f32> = match engine.run_all_exits(&Input::single(text)) {
+            Ok(full) => full.logits.iter().map(|z| ExitSignal::Energy.of_logits(z) * 1.0001).collect(),
+            Err(_) => vec![0.5],
+        };
+        for tau in taus.into_iter().chain([0.0, 1.0]) {
+            work.push((text.clone(), energy(tau)));
+        }
+        work.push((text.clone(), ExitPolicy { signal: ExitSignal::Patience, threshold: 1.0 }));
+    }
+    let sequential: Vec<_> = work.iter().map(|(t, p)| outcome(&engine, t, *p)).collect();
+    let layers: std::collections::BTreeSet<usize> = sequential.iter().flatten().map(|o| o.1).collect();
+    assert_eq!(layers.len(), 3, "the work exits at every layer: {layers:?}");
+    assert!(sequential.iter().any(Result::is_err), "and has a failing input");
+
+    let work = std::sync::Arc::new(work);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (engine, work) = (std::sync::Arc::clone(&engine), std::sync::Arc::clone(&work));
+            // Each thread walks the work from its own starting point, several times, so that different inputs
+            // and thresholds run at the same moment.
+            std::thread::spawn(move || {
+                let n = work.len();
+                (0..4 * n)
+                    .map(|k| (t * 7 + k) % n)
+                    .map(|i| (i, outcome(&engine, &work[i].0, work[i].1)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for thread in threads {
+        for (i, answer) in thread.join().unwrap() {
+            assert_eq!(answer, sequential[i], "work item {i}: {:?}", work[i].1);
+        }
+    }
 }

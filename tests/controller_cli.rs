@@ -288,3 +288,46 @@ fn serve_answers_every_line_and_saves_energy_on_a_low_battery() {
     assert!(stderr.contains("→ energy saver") && stderr.contains("low battery"), "{stderr}");
     assert!(stderr.contains("power policy: energy saver"), "the τ change is logged with its reason: {stderr}");
 }
+
+#[test]
+fn serve_skips_a_line_over_the_cap_and_answers_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = package().to_str().unwrap();
+    let mut input = b"a charming journey\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', cosee_runtime::MAX_LINE_BYTES + 1));
+    input.extend_from_slice(b"\nthe movie is great\n");
+    // No battery, no thermal zone: an empty directory for both.
+    let none = dir.path().to_str().unwrap();
+    let out = cli(dir.path(), &["serve", "-m", model, "--power-root", none, "--thermal-root", none], Some(&input));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["label"].is_string() && lines[2]["label"].is_string());
+    assert_eq!((&lines[1]["input"], &lines[2]["input"]), (&2.into(), &3.into()));
+    assert!(lines[1]["error"].as_str().unwrap().contains("bytes per input line"), "{}", lines[1]);
+}
+
+#[test]
+fn out_of_range_flags_of_serve_tune_and_bench_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = package().to_str().unwrap();
+    let data = data_file(dir.path());
+    let data = data.to_str().unwrap();
+    let cases: [(&[&str], &str); 8] = [
+        (&["serve", "-m", model, "--threshold", "7"], "--threshold 7"),
+        (&["serve", "-m", model, "--percentile", "101"], "--percentile 101"),
+        (&["serve", "-m", model, "--budget-ms", "0"], "--budget-ms 0"),
+        (&["serve", "-m", model, "--min-samples", "0"], "--min-samples 0"),
+        (&["tune", "-m", model, "--budget-ms=-3", "--data", data], "--budget-ms -3"),
+        (&["tune", "-m", model, "--budget-ms", "5", "--percentile=-1", "--data", data], "--percentile -1"),
+        (&["bench", "-m", model, "--data", data, "--threshold", "1.5"], "--threshold 1.5"),
+        (&["bench", "-m", model, "--data", data, "--signal", "patience", "--threshold", "0"], "--threshold 0"),
+    ];
+    for (args, says) in cases {
+        // A usage error answers before reading any input.
+        let out = cli(dir.path(), args, Some(b"the movie is great\n"));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says) && stderr.contains("out of range"), "{args:?}: {stderr}");
+    }
+}

@@ -37,6 +37,7 @@
 use crate::manifest::{Calibration, Manifest};
 use crate::metrics::percentile;
 use crate::power::{PowerReading, Supply};
+use crate::settings::{self, OutOfRange};
 use crate::signal::ExitSignal;
 use heapless::HistoryBuf;
 use serde::{Deserialize, Serialize};
@@ -71,8 +72,9 @@ pub struct Ladder {
 pub enum ControllerError {
     #[error("the calibration table has no usable point (need a finite threshold, accuracy and layer speed-up)")]
     EmptyTable,
-    #[error("invalid controller setting {name} = {value}: {why}")]
-    InvalidSetting { name: &'static str, value: f64, why: &'static str },
+    /// A setting out of range, named by its field.
+    #[error("invalid controller setting: {0}")]
+    InvalidSetting(#[from] OutOfRange),
 }
 
 impl Ladder {
@@ -227,19 +229,15 @@ impl Default for ControllerConfig {
 }
 
 impl ControllerConfig {
+    /// Checks every setting against its range; budget and percentile as every flag and file that sets them are
+    /// (see [`crate::settings`]), named by their field.
     pub fn validate(&self) -> Result<(), ControllerError> {
-        let bad = |name, value: f64, why| Err(ControllerError::InvalidSetting { name, value, why });
+        let bad = |name: &str, value: f64, allowed: &str| Err(OutOfRange::new(name, value, allowed).into());
         if let Some(b) = self.budget_ms {
-            if !(b.is_finite() && b > 0.0) {
-                return bad("budget_ms", b, "must be a positive number of milliseconds");
-            }
+            settings::budget_ms("budget_ms", b)?;
         }
-        if !(0.0..=100.0).contains(&self.percentile) {
-            return bad("percentile", self.percentile, "must be within 0..=100");
-        }
-        if self.min_samples == 0 || self.min_samples > WINDOW {
-            return bad("min_samples", self.min_samples as f64, "must be within 1..=128 (the ring's capacity)");
-        }
+        settings::percentile("percentile", self.percentile)?;
+        min_samples("min_samples", self.min_samples)?;
         if !(self.confidence_z.is_finite() && self.confidence_z >= 0.0) {
             return bad("confidence_z", self.confidence_z, "must be a non-negative number");
         }
@@ -253,6 +251,15 @@ impl ControllerConfig {
             return bad("cool_c", self.cool_c as f64, "must be ≤ hot_c");
         }
         Ok(())
+    }
+}
+
+/// Requests between two decisions of the latency rule: 1 to the capacity of the ring of recent latencies.
+pub fn min_samples(setting: &str, value: usize) -> Result<usize, OutOfRange> {
+    if (1..=WINDOW).contains(&value) {
+        Ok(value)
+    } else {
+        Err(OutOfRange::new(setting, value, format!("an integer from 1 to {WINDOW} (the latency ring's capacity)")))
     }
 }
 

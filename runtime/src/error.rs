@@ -56,6 +56,11 @@ pub enum InputError {
     Arity(String),
     #[error("tokenizer failed: {0}")]
     Tokenizer(String),
+    /// A line of input longer than the reader's cap ([`crate::lines::MAX_LINE_BYTES`]); it was skipped unread.
+    #[error("line of {bytes} bytes is longer than the limit of {limit} bytes per input line: skipped")]
+    LineTooLong { bytes: u64, limit: usize },
+    #[error("line is not valid UTF-8 (invalid byte at offset {offset})")]
+    InvalidUtf8 { offset: usize },
 }
 
 /// One input failed. The engine stays usable for the next input.

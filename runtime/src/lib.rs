@@ -10,12 +10,13 @@
 //! sweep, [`json`] files) live in the `cosee-format` crate (`runtime/format/`), which needs no tract; they are
 //! re-exported here under the same paths.
 
-pub use cosee_format::{config, glue, json, manifest, metrics, signal, sigpipe};
+pub use cosee_format::{config, glue, json, manifest, metrics, settings, signal, sigpipe};
 
 pub mod answer;
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod lines;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
 pub mod package;
@@ -26,6 +27,7 @@ pub use answer::{Answer, Stage, StageTimes};
 pub use backend::{Backend, TractBackend};
 pub use engine::{Engine, ExitPolicy, FullDepth};
 pub use error::{InputError, LoadError, RunError};
+pub use lines::{LineReader, MAX_LINE_BYTES};
 pub use package::Package;
 pub use tokenize::{Encoded, Input, TextTokenizer};
 pub mod bench;

@@ -74,9 +74,10 @@ fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), LoadError> {
             m.signal.direction
         )));
     }
-    if !m.default_threshold.is_finite() {
-        return Err(invalid(format!("default_threshold {} is not a number", m.default_threshold)));
-    }
+    m.signal
+        .name
+        .check_threshold("default_threshold", m.default_threshold, Some(m.num_layers))
+        .map_err(|e| invalid(e.to_string()))?;
     for name in m.files.keys() {
         // Listed names are plain file names inside the package, never paths out of it.
         let plain = Path::new(name).components().count() == 1
@@ -250,6 +251,12 @@ mod tests {
         m.write(dir.path()).unwrap();
         let err = Package::open(dir.path()).unwrap_err();
         assert!(matches!(&err, LoadError::InvalidManifest { message, .. } if message.contains("../secret")), "{err}");
+        // A default τ its signal cannot use (fake_package's signal is normalized energy, in [0, 1]).
+        let mut m = fake_package(dir.path());
+        m.default_threshold = 7.0;
+        m.write(dir.path()).unwrap();
+        let err = Package::open(dir.path()).unwrap_err();
+        assert!(matches!(&err, LoadError::InvalidManifest { message, .. } if message.contains("default_threshold 7")));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use crate::json::{JsonError, JsonFile};
 use crate::manifest::Calibration;
 use crate::profile::DeviceProfile;
+use crate::settings::{self, OutOfRange};
 use crate::signal::ExitSignal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -75,10 +76,9 @@ pub enum TuneError {
     HistogramLength { threshold: f32, found: usize, expected: usize },
     #[error("no token-length distribution: give --data, or a profile that recorded one")]
     NoTokenCounts,
-    #[error("invalid budget {0} ms: must be a positive number")]
-    InvalidBudget(f64),
-    #[error("invalid percentile {0}: must be within 0..=100")]
-    InvalidPercentile(f64),
+    /// A budget or percentile out of range.
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
 }
 
 /// Weighted percentile: the smallest value whose cumulative weight reaches q % of the total (NaN if empty).
@@ -130,9 +130,7 @@ pub fn predict_all(
     token_counts: &BTreeMap<usize, usize>,
     percentile: f64,
 ) -> Result<Vec<Prediction>, TuneError> {
-    if !(0.0..=100.0).contains(&percentile) {
-        return Err(TuneError::InvalidPercentile(percentile));
-    }
+    settings::percentile("percentile", percentile)?;
     if calibration.points.is_empty() {
         return Err(TuneError::EmptyCalibration);
     }
@@ -168,9 +166,7 @@ pub fn predict_all(
 
 /// The most accurate τ whose predicted percentile is within `budget_ms` (ties: the faster); if none, the fastest.
 pub fn choose(predictions: &[Prediction], budget_ms: f64) -> Result<Choice, TuneError> {
-    if !(budget_ms.is_finite() && budget_ms > 0.0) {
-        return Err(TuneError::InvalidBudget(budget_ms));
-    }
+    settings::budget_ms("budget_ms", budget_ms)?;
     if predictions.is_empty() {
         return Err(TuneError::EmptyCalibration);
     }
@@ -320,9 +316,32 @@ fn default_percentile() -> f64 {
 pub const RUNTIME_CONFIG_JSON: JsonFile =
     JsonFile::plain("a runtime config (expected JSON with threshold, signal, budget_ms, percentile)");
 
+/// Why a runtime config file was refused: it could not be read as one, or a value is out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    /// A value out of range; the setting is named `FILE: key`.
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
+}
+
 impl RuntimeConfig {
-    pub fn read(path: &Path) -> Result<Self, JsonError> {
-        RUNTIME_CONFIG_JSON.read(path)
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = RUNTIME_CONFIG_JSON.read(path)?;
+        config.check(&path.display().to_string(), None)?;
+        Ok(config)
+    }
+
+    /// Checks every value against its range (see [`crate::settings`]), the settings named `{origin}: key`; with
+    /// the package's `num_layers`, a patience τ against its depth too.
+    pub fn check(&self, origin: &str, num_layers: Option<usize>) -> Result<(), OutOfRange> {
+        self.signal.check_threshold(&format!("{origin}: threshold"), self.threshold, num_layers)?;
+        if let Some(budget) = self.budget_ms {
+            settings::budget_ms(&format!("{origin}: budget_ms"), budget)?;
+        }
+        settings::percentile(&format!("{origin}: percentile"), self.percentile)?;
+        Ok(())
     }
 
     pub fn write(&self, path: &Path) -> Result<(), JsonError> {
@@ -417,8 +436,8 @@ mod tests {
         let choice = choose(&preds, 1.0).unwrap();
         assert_eq!(choice, Choice::Impossible { index: 3, budget_ms: 1.0, fastest_ms: 1.5 });
         assert!(choice.to_string().contains("no threshold meets the 1.00 ms budget"), "{choice}");
-        assert!(matches!(choose(&preds, 0.0), Err(TuneError::InvalidBudget(_))));
-        assert!(matches!(choose(&preds, f64::NAN), Err(TuneError::InvalidBudget(_))));
+        assert!(matches!(choose(&preds, 0.0), Err(TuneError::OutOfRange(_))));
+        assert!(matches!(choose(&preds, f64::NAN), Err(TuneError::OutOfRange(_))));
     }
 
     #[test]
@@ -444,7 +463,7 @@ mod tests {
         let err = predict_all(&p, &t, 4, &p.token_counts, 95.0).unwrap_err();
         assert!(err.to_string().contains("τ = 0.3"), "{err}");
         assert!(matches!(predict_all(&p, &table(), 4, &BTreeMap::new(), 95.0), Err(TuneError::NoTokenCounts)));
-        assert!(matches!(predict_all(&p, &table(), 4, &p.token_counts, 101.0), Err(TuneError::InvalidPercentile(_))));
+        assert!(matches!(predict_all(&p, &table(), 4, &p.token_counts, 101.0), Err(TuneError::OutOfRange(_))));
     }
 
     fn measured(ms: f64) -> Measured {
@@ -507,6 +526,6 @@ mod tests {
         let c = RuntimeConfig::read(&path).unwrap();
         assert_eq!((c.budget_ms, c.percentile), (None, 95.0));
         std::fs::write(&path, r#"{"threshold": "x"}"#).unwrap();
-        assert!(matches!(RuntimeConfig::read(&path), Err(JsonError::Parse { .. })));
+        assert!(matches!(RuntimeConfig::read(&path), Err(ConfigError::Json(JsonError::Parse { .. }))));
     }
 }

@@ -31,10 +31,11 @@ fn cuda(index: usize) -> Result<Device> {
     Ok(Device::Cuda(index))
 }
 
-/// Sets libtorch's intra-op thread count (0 keeps libtorch's default, one per core).
-pub fn set_threads(threads: usize) {
-    if threads > 0 {
-        tch::set_num_threads(threads as i32);
+/// Sets libtorch's intra-op thread count (`None` keeps libtorch's default, one per core). The count is checked by
+/// the caller (`cosee_format::settings::threads`): at most 1024, so it fits libtorch's i32.
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(n) = threads {
+        tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
     }
 }
 

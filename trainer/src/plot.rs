@@ -303,6 +303,7 @@ mod tests {
             alpha: 0.01,
             epsilon: 0.3,
             batch_size: 32,
+            centered_logits: false,
             holdout_fraction: None,
             metric: "accuracy".into(),
             full_depth_accuracy: 0.9,

@@ -25,6 +25,9 @@ pub struct RunResult {
     pub epsilon: f64,
     /// Examples per optimizer step.
     pub batch_size: usize,
+    /// Trained with zero-sum logits (`--centered-logits`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub centered_logits: bool,
     /// The fraction of train held out for tuning (absent: trained on all of train).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdout_fraction: Option<f64>,
@@ -78,6 +81,7 @@ impl RunResult {
             alpha: config.objective.alpha,
             epsilon: config.objective.epsilon,
             batch_size: config.batch_size,
+            centered_logits: config.centered_logits,
             holdout_fraction: config.holdout_fraction,
             metric: metric.to_string(),
             full_depth_accuracy: last.accuracy,
@@ -143,6 +147,9 @@ pub fn group_name(run: &RunResult) -> String {
     }
     if matches!(run.objective.as_str(), "cosee" | "osc") {
         let _ = write!(name, " α {}", run.alpha);
+    }
+    if run.centered_logits {
+        name.push_str(" centered");
     }
     name
 }
@@ -227,6 +234,7 @@ mod tests {
             alpha: 0.01,
             epsilon: 0.3,
             batch_size: 32,
+            centered_logits: false,
             holdout_fraction: Some(0.05),
             metric: "accuracy".into(),
             full_depth_accuracy: 0.9,
@@ -298,6 +306,9 @@ mod tests {
         assert!((two.mean - 0.89).abs() < 1e-12 && two.min == 0.88 && two.max == 0.90 && two.runs == 2);
         // 3.0× is missing from one COSEE run: no summary rather than a mean of one.
         assert!(s[0].at_speedup.iter().find(|(x, _)| *x == 3.0).unwrap().1.is_none());
+        let mut centered = run("osc", 1, 0.8, None);
+        centered.centered_logits = true;
+        assert_eq!(group_name(&centered), "osc α 0.01 centered");
         let table = markdown_table(&runs);
         assert!(table.contains("| cosee β0 1 α 0.01 | 2 | 90.00 (90.00–90.00) | – | 89.00 (88.00–90.00) |"), "{table}");
         assert!(table.contains("| conventional | 1 | 90.00 | – | 87.00 | – | 85.00 |"), "{table}");

@@ -17,6 +17,7 @@ pub mod glue;
 pub mod json;
 pub mod manifest;
 pub mod metrics;
+pub mod settings;
 pub mod signal;
 pub mod sigpipe;
 

@@ -4,6 +4,7 @@
 //! with sample difficulty (exit when the signal is *below* τ); max-softmax and patience shrink with it (exit when
 //! the signal is *above* τ, or when the streak reaches τ for patience).
 
+use crate::settings::OutOfRange;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -60,6 +61,32 @@ impl ExitSignal {
             Self::Energy | Self::Entropy => value < tau,
             Self::MaxSoftmax => value > tau,
             Self::Patience => value >= tau,
+        }
+    }
+
+    /// Checks a threshold τ for this signal's exit rule. Energy, entropy and max-softmax are normalized to [0, 1],
+    /// where both ends mean something (never exit early, always exit at layer 1); a τ outside is one of them in
+    /// disguise, most likely a typo. Patience counts how many earlier layers agreed: an integer from 1 to
+    /// `num_layers − 1` (the sweep's range; its top never exits early). Without `num_layers` (a config file read
+    /// before its package) patience's top is not checked. `setting` names the flag or key in the error.
+    pub fn check_threshold(self, setting: &str, tau: f32, num_layers: Option<usize>) -> Result<f32, OutOfRange> {
+        let name = self.name();
+        match self {
+            Self::Patience => {
+                let top = num_layers.map(|m| m.saturating_sub(1).max(1));
+                let in_range = tau.fract() == 0.0 && tau >= 1.0 && top.is_none_or(|top| tau <= top as f32);
+                match top {
+                    _ if in_range => Ok(tau),
+                    Some(top) => Err(OutOfRange::new(
+                        setting,
+                        tau,
+                        format!("the {name} signal takes an integer τ from 1 to {top} (layers − 1)"),
+                    )),
+                    None => Err(OutOfRange::new(setting, tau, format!("the {name} signal takes an integer τ ≥ 1"))),
+                }
+            }
+            _ if (0.0..=1.0).contains(&tau) => Ok(tau),
+            _ => Err(OutOfRange::new(setting, tau, format!("the {name} signal takes τ from 0 to 1"))),
         }
     }
 
@@ -331,6 +358,35 @@ mod tests {
         assert!(ExitSignal::Patience.meets(2.0, 2.0));
         assert!(!ExitSignal::Patience.meets(1.0, 2.0));
         assert!(!ExitSignal::Energy.meets(f32::NAN, 1.0));
+    }
+
+    #[test]
+    fn thresholds_are_checked_per_signal() {
+        for signal in [ExitSignal::Energy, ExitSignal::Entropy, ExitSignal::MaxSoftmax] {
+            for tau in [0.0, 0.5, 1.0] {
+                assert_eq!(signal.check_threshold("--threshold", tau, Some(6)), Ok(tau));
+            }
+            for tau in [7.0, -0.1, 1.01, f32::NAN, f32::INFINITY] {
+                assert!(signal.check_threshold("--threshold", tau, Some(6)).is_err(), "{signal} {tau}");
+            }
+        }
+        let e = ExitSignal::Energy.check_threshold("--threshold", 7.0, None).unwrap_err();
+        assert_eq!(e.to_string(), "--threshold 7 is out of range: the energy signal takes τ from 0 to 1");
+        let patience = ExitSignal::Patience;
+        assert_eq!(patience.check_threshold("t", 5.0, Some(6)), Ok(5.0));
+        assert_eq!(patience.check_threshold("t", 1.0, Some(1)), Ok(1.0));
+        for tau in [0.0, 1.5, 6.0, -1.0, f32::NAN] {
+            assert!(patience.check_threshold("t", tau, Some(6)).is_err(), "{tau}");
+        }
+        // Without the package, any positive integer.
+        assert_eq!(patience.check_threshold("t", 40.0, None), Ok(40.0));
+        assert!(patience.check_threshold("t", 0.5, None).is_err());
+        // Every τ of the sweeps is accepted.
+        for signal in ExitSignal::ALL {
+            for tau in signal.default_sweep(6) {
+                assert_eq!(signal.check_threshold("t", tau, Some(6)), Ok(tau), "{signal}");
+            }
+        }
     }
 
     #[test]

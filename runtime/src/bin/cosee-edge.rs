@@ -21,13 +21,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Classify texts given as arguments, or one per stdin line (JSON lines out).
+    /// Classify texts given as arguments, or one per stdin line of at most 1 MiB (JSON lines out).
     Classify(cli::classify::Args),
     /// Measure accuracy, latency, realized wall-clock speed-up and per-stage cost; write the device profile.
     Bench(cli::bench::Args),
     /// Choose the most accurate threshold whose latency percentile fits a budget; verify; save a runtime config.
     Tune(cli::tune::Args),
-    /// Answer one JSON line per stdin line, the threshold controller adjusting τ to latency, battery and heat.
+    /// Answer one JSON line per stdin line (at most 1 MiB), the threshold controller adjusting τ to latency,
+    /// battery and heat.
     Serve(cli::serve::Args),
 }
 

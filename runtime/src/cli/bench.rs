@@ -68,13 +68,13 @@ pub fn progress_bar(total: usize, what: &str) -> ProgressBar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(t) = args.threshold.filter(|t| !t.is_finite()) {
-        return Err(UsageError(format!("--threshold {t} is not a finite number")).into());
-    }
     let (engine, cold_start_ms) =
         bench::load_timed(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
     let manifest = engine.manifest();
     let signal = args.signal.unwrap_or(manifest.signal.name);
+    if let Some(t) = args.threshold {
+        signal.check_threshold("--threshold", t, Some(engine.num_layers())).map_err(UsageError::from)?;
+    }
     if signal != manifest.signal.name && args.threshold.is_none() && !args.sweep {
         return Err(UsageError(format!(
             "--signal {signal} differs from the package's signal ({}): give --threshold or --sweep",

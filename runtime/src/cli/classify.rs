@@ -3,18 +3,20 @@
 //! With TEXT arguments: one answer per text, a human line each (label, probability, exit layer / layers, signal,
 //! time) or, with `--json`, one JSON object per line. Without: reads stdin one input per line (a pair as
 //! `first<TAB>second`) and writes one JSON object per line, as each line is answered. A line that cannot be
-//! classified (empty, whitespace only, invalid UTF-8…) answers `{"input": n, "error": "..."}` and the next line goes
-//! on. Every JSON object carries `input`, the 1-based argument or line number it answers. With a latency budget
-//! (`--budget-ms`, or a tuned config that has one) and no `--threshold`, stdin input runs under the threshold
-//! controller, exactly as `serve` (its τ changes are logged on stderr).
+//! classified (empty, whitespace only, invalid UTF-8, longer than [`cosee_runtime::MAX_LINE_BYTES`] = 1 MiB…)
+//! answers `{"input": n, "error": "..."}` and the next line goes on. Every JSON object carries `input`, the 1-based
+//! argument or line number it answers. With a latency budget (`--budget-ms`, or a tuned config that has one) and no
+//! `--threshold`, stdin input runs under the threshold controller, exactly as `serve` (its τ changes are logged on
+//! stderr).
 
-use super::{UsageError, EXIT_INPUT_ERRORS, EXIT_OK};
+use super::{json_line, UsageError, EXIT_INPUT_ERRORS, EXIT_OK};
 use anyhow::Context;
 use cosee_runtime::power::{DEFAULT_POWER_ROOT, DEFAULT_THERMAL_ROOT};
+use cosee_runtime::settings;
 use cosee_runtime::tune::RuntimeConfig;
-use cosee_runtime::{Answer, Engine, ExitPolicy, ExitSignal, Input, RunError};
+use cosee_runtime::{Answer, Engine, ExitPolicy, ExitSignal, Input, LineReader, RunError};
 use std::ffi::OsString;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,12 +44,16 @@ pub struct Args {
     /// One JSON object per input and line instead of human lines (stdin input is always answered in JSON).
     #[arg(long)]
     pub json: bool,
-    /// Texts to classify, each one input (a pair as `first<TAB>second`). None: read stdin, one input per line.
+    /// Texts to classify, each one input (a pair as `first<TAB>second`). None: read stdin, one input per line; a
+    /// line longer than 1 MiB is answered with an error and skipped.
     #[arg(value_name = "TEXT")]
     pub texts: Vec<OsString>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(budget) = args.budget_ms {
+        settings::budget_ms("--budget-ms", budget).map_err(UsageError::from)?;
+    }
     let tuned = args.config.as_deref().map(RuntimeConfig::read).transpose()?;
     if let Some(controlled) = controlled(&args, tuned.as_ref())? {
         return super::serve::run(controlled);
@@ -61,21 +67,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     if args.texts.is_empty() {
         let stdin = std::io::stdin();
-        let mut reader = stdin.lock();
-        let mut raw = Vec::new();
+        let mut lines = LineReader::new(stdin.lock());
         let mut number = 0usize;
-        loop {
-            raw.clear();
-            // Raw bytes, not `lines()`: a line of invalid UTF-8 must answer with an error, not end the loop.
-            if reader.read_until(b'\n', &mut raw).context("cannot read stdin")? == 0 {
-                break;
-            }
+        while let Some(line) = lines.next_line().context("cannot read stdin")? {
             number += 1;
-            let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
-            let result = match std::str::from_utf8(line) {
-                Ok(text) => classify(&engine, Input::from_line(text, pair_task), policy),
-                Err(e) => Err(format!("line is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to())),
-            };
+            let result = line
+                .map_err(|e| e.to_string())
+                .and_then(|text| classify(&engine, Input::from_line(text, pair_task), policy));
             failed += usize::from(result.is_err());
             writeln!(out, "{}", json_line(number, &result)).context("cannot write to stdout")?;
             out.flush().context("cannot write to stdout")?;
@@ -117,9 +115,6 @@ fn controlled(args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow::Result<Opti
     if args.threshold.is_some() || args.signal.is_some() {
         return Ok(None);
     }
-    if !(budget.is_finite() && budget > 0.0) {
-        return Err(UsageError(format!("--budget-ms {budget} is not a positive number of milliseconds")).into());
-    }
     Ok(Some(super::serve::Args {
         model: args.model.clone(),
         config: args.config.clone(),
@@ -136,14 +131,17 @@ fn controlled(args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow::Result<Opti
 
 /// The package's policy, replaced by the tuned one of `--config`, with the command line's overrides.
 fn policy(engine: &Engine, args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow::Result<ExitPolicy> {
-    let default = match tuned {
-        Some(t) => ExitPolicy { signal: t.signal, threshold: t.threshold },
-        None => engine.default_policy(),
+    let layers = Some(engine.num_layers());
+    let default = match (tuned, &args.config) {
+        (Some(t), Some(path)) => {
+            t.check(&path.display().to_string(), layers)?;
+            ExitPolicy { signal: t.signal, threshold: t.threshold }
+        }
+        _ => engine.default_policy(),
     };
     let signal = args.signal.unwrap_or(default.signal);
     let threshold = match args.threshold {
-        Some(t) if !t.is_finite() => return Err(UsageError(format!("--threshold {t} is not a finite number")).into()),
-        Some(t) => t,
+        Some(t) => signal.check_threshold("--threshold", t, layers).map_err(UsageError::from)?,
         None if signal != default.signal => {
             return Err(UsageError(format!(
                 "--signal {signal} differs from the package's signal ({}): give --threshold too",
@@ -158,17 +156,4 @@ fn policy(engine: &Engine, args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow
 
 fn classify(engine: &Engine, input: Input, policy: ExitPolicy) -> Result<Answer, String> {
     engine.classify_with(&input, policy).map_err(|e: RunError| e.to_string())
-}
-
-/// One JSON line: the answer's fields, or `error`, plus the 1-based `input` number.
-fn json_line(number: usize, result: &Result<Answer, String>) -> String {
-    let mut object = match result {
-        Ok(answer) => match serde_json::to_value(answer) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::from_iter([("error".to_string(), "cannot serialize the answer".into())]),
-        },
-        Err(message) => serde_json::Map::from_iter([("error".to_string(), message.as_str().into())]),
-    };
-    object.insert("input".into(), number.into());
-    serde_json::Value::Object(object).to_string()
 }

@@ -6,6 +6,8 @@ pub mod classify;
 pub mod serve;
 pub mod tune;
 
+use cosee_runtime::settings::OutOfRange;
+use cosee_runtime::Answer;
 use std::process::ExitCode;
 
 /// Every input answered.
@@ -29,6 +31,13 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A flag out of range is a command-line mistake.
+impl From<OutOfRange> for UsageError {
+    fn from(e: OutOfRange) -> Self {
+        Self(e.to_string())
+    }
+}
+
 /// Prints a subcommand's fatal error and picks the exit code: usage mistakes get 2, everything else 3.
 pub fn fatal(e: &anyhow::Error) -> ExitCode {
     // Many errors repeat their source in their own message; print each cause once.
@@ -48,4 +57,18 @@ pub fn fatal(e: &anyhow::Error) -> ExitCode {
     } else {
         ExitCode::from(EXIT_FATAL)
     }
+}
+
+/// One JSON line of `classify` (stdin or `--json`) and `serve`: the answer's fields, or `error`, plus the 1-based
+/// `input` number it answers.
+pub fn json_line(number: usize, result: &Result<Answer, String>) -> String {
+    let mut object = match result {
+        Ok(answer) => match serde_json::to_value(answer) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::from_iter([("error".to_string(), "cannot serialize the answer".into())]),
+        },
+        Err(message) => serde_json::Map::from_iter([("error".to_string(), message.as_str().into())]),
+    };
+    object.insert("input".into(), number.into());
+    serde_json::Value::Object(object).to_string()
 }

@@ -3,16 +3,18 @@
 //! A long-running mode: one input per stdin line (a pair as `first<TAB>second`), one JSON answer per stdout line,
 //! flushed as each is answered. Between requests the threshold controller moves τ along the package's calibration
 //! table to hold the latency budget and to save energy on battery or when hot; every change is written to stderr
-//! with its reason. A line that cannot be classified answers `{"input": n, "error": …}` and serving goes on.
+//! with its reason. A line that cannot be classified (one longer than [`cosee_runtime::MAX_LINE_BYTES`] = 1 MiB
+//! among them, skipped without being held) answers `{"input": n, "error": …}` and serving goes on.
 
-use super::{EXIT_INPUT_ERRORS, EXIT_OK};
+use super::{json_line, UsageError, EXIT_INPUT_ERRORS, EXIT_OK};
 use anyhow::Context;
-use cosee_runtime::controller::{Controller, ControllerConfig, Ladder};
+use cosee_runtime::controller::{self, Controller, ControllerConfig, Ladder};
 use cosee_runtime::power::{PowerMonitor, SysfsProbe, DEFAULT_POWER_ROOT, DEFAULT_THERMAL_ROOT};
 use cosee_runtime::profile::DeviceProfile;
+use cosee_runtime::settings;
 use cosee_runtime::tune::{self, RuntimeConfig};
-use cosee_runtime::{Engine, ExitPolicy, Input};
-use std::io::{BufRead, Write};
+use cosee_runtime::{Engine, ExitPolicy, Input, LineReader};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -57,9 +59,24 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // The flags that do not depend on the package, before it is loaded (and before any input is read).
+    if let Some(budget) = args.budget_ms {
+        settings::budget_ms("--budget-ms", budget).map_err(UsageError::from)?;
+    }
+    if let Some(q) = args.percentile {
+        settings::percentile("--percentile", q).map_err(UsageError::from)?;
+    }
+    controller::min_samples("--min-samples", args.min_samples).map_err(UsageError::from)?;
     let engine = Engine::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
     let manifest = engine.manifest();
+    let layers = Some(manifest.num_layers);
+    if let Some(t) = args.threshold {
+        manifest.signal.name.check_threshold("--threshold", t, layers).map_err(UsageError::from)?;
+    }
     let file = args.config.as_deref().map(RuntimeConfig::read).transpose()?;
+    if let (Some(f), Some(path)) = (&file, &args.config) {
+        f.check(&path.display().to_string(), layers)?;
+    }
     if let Some(f) = &file {
         if f.signal != manifest.signal.name {
             anyhow::bail!(
@@ -113,17 +130,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let pair_task = manifest.task.is_pair();
     let stdin = std::io::stdin();
-    let mut reader = stdin.lock();
+    let mut lines = LineReader::new(stdin.lock());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut raw = Vec::new();
     let (mut number, mut failed) = (0usize, 0usize);
-    loop {
-        raw.clear();
-        // Raw bytes: a line of invalid UTF-8 answers with an error instead of ending the loop.
-        if reader.read_until(b'\n', &mut raw).context("cannot read stdin")? == 0 {
-            break;
-        }
+    while let Some(line) = lines.next_line().context("cannot read stdin")? {
         // Power is read after the wait for input, so that a request after a long idle sees today's battery.
         if let Some(reading) = monitor.poll(Instant::now()) {
             for event in controller.observe_power(&reading) {
@@ -131,23 +142,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         number += 1;
-        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
         let policy = ExitPolicy { signal: controller.signal(), threshold: controller.threshold() };
         let start = Instant::now();
-        let result = match std::str::from_utf8(line) {
-            Ok(text) => engine.classify_with(&Input::from_line(text, pair_task), policy).map_err(|e| e.to_string()),
-            Err(e) => Err(format!("line is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to())),
-        };
+        let result = line.map_err(|e| e.to_string()).and_then(|text| {
+            engine.classify_with(&Input::from_line(text, pair_task), policy).map_err(|e| e.to_string())
+        });
         let wall_ms = start.elapsed().as_secs_f64() * 1e3;
-        let mut object = match &result {
-            Ok(answer) => match serde_json::to_value(answer) {
-                Ok(serde_json::Value::Object(map)) => map,
-                _ => serde_json::Map::from_iter([("error".to_string(), "cannot serialize the answer".into())]),
-            },
-            Err(message) => serde_json::Map::from_iter([("error".to_string(), message.as_str().into())]),
-        };
-        object.insert("input".into(), number.into());
-        writeln!(out, "{}", serde_json::Value::Object(object)).context("cannot write to stdout")?;
+        writeln!(out, "{}", json_line(number, &result)).context("cannot write to stdout")?;
         out.flush().context("cannot write to stdout")?;
         // Failed inputs say nothing about the latency of the model: only answers feed the controller.
         match result {

@@ -11,6 +11,7 @@ use super::UsageError;
 use anyhow::Context;
 use cosee_runtime::bench::{self, BenchOptions};
 use cosee_runtime::profile::DeviceProfile;
+use cosee_runtime::settings;
 use cosee_runtime::tune::{self, Choice, Measured, RuntimeConfig, TuneError};
 use cosee_runtime::{Engine, Input, Task};
 use std::collections::BTreeMap;
@@ -57,12 +58,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !(args.budget_ms.is_finite() && args.budget_ms > 0.0) {
-        return Err(UsageError(format!("--budget-ms {} must be a positive number", args.budget_ms)).into());
-    }
-    if !(0.0..=100.0).contains(&args.percentile) {
-        return Err(UsageError(format!("--percentile {} must be within 0..=100", args.percentile)).into());
-    }
+    settings::budget_ms("--budget-ms", args.budget_ms).map_err(UsageError::from)?;
+    settings::percentile("--percentile", args.percentile).map_err(UsageError::from)?;
     let (engine, cold_start_ms) =
         bench::load_timed(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
     let manifest = engine.manifest().clone();

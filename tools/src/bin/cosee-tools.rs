@@ -172,9 +172,9 @@ struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// libtorch CPU threads (0: libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// libtorch CPU threads, 1 to 1024 (default: libtorch's, one per core).
+    #[arg(long, value_parser = cosee_runtime::settings::parse_threads_flag)]
+    threads: Option<usize>,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
