@@ -101,9 +101,9 @@ impl RunResult {
 fn last_epoch_diagnostics(run_dir: &Path) -> Vec<crate::train::diagnostics::ExitSummary> {
     let text = std::fs::read_to_string(run_dir.join(crate::train::state::METRICS_FILE)).unwrap_or_default();
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "epoch")
-        .last()
+        .find(|v| v["event"] == "epoch")
         .and_then(|v| serde_json::from_value(v["exits"].clone()).ok())
         .unwrap_or_default()
 }
