@@ -295,26 +295,8 @@ mod tests {
         let overlay = dir.path().join("overlay.png");
         tradeoff(&[("a".into(), &report), ("b".into(), &report)], &overlay).unwrap();
         let mut run = crate::results::RunResult {
-            task: "sst-2".into(),
-            objective: "cosee".into(),
-            seed: 1,
-            epochs: 1,
-            beta0: 1.0,
-            alpha: 0.01,
-            epsilon: 0.3,
-            batch_size: 32,
-            centered_logits: false,
-            holdout_fraction: None,
-            metric: "accuracy".into(),
-            full_depth_accuracy: 0.9,
-            full_depth: 0.9,
             at_speedup: [("2.0".to_string(), 0.88), ("3.0".to_string(), 0.85)].into_iter().collect(),
-            exit_accuracy: vec![],
-            exit_dis: vec![],
-            exit_signal_easy: vec![],
-            exit_signal_hard: vec![],
-            train_exits: vec![],
-            run: "a".into(),
+            ..crate::results::example_run("cosee", 1)
         };
         let mut runs = vec![run.clone()];
         run.seed = 2;

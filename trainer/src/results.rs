@@ -215,6 +215,33 @@ pub fn read(path: &Path) -> Result<Vec<RunResult>> {
     Ok(RESULTS_JSON.read(path)?)
 }
 
+/// A record with made-up numbers, for tests of what reads records (tables, charts).
+#[cfg(test)]
+pub(crate) fn example_run(objective: &str, seed: u64) -> RunResult {
+    RunResult {
+        task: "sst-2".into(),
+        objective: objective.into(),
+        seed,
+        epochs: 1,
+        beta0: 1.0,
+        alpha: 0.01,
+        epsilon: 0.3,
+        batch_size: 32,
+        centered_logits: false,
+        holdout_fraction: Some(0.05),
+        metric: "accuracy".into(),
+        full_depth_accuracy: 0.9,
+        full_depth: 0.9,
+        at_speedup: BTreeMap::new(),
+        exit_accuracy: vec![0.8, 0.9],
+        exit_dis: vec![Some(0.7), None],
+        exit_signal_easy: vec![],
+        exit_signal_hard: vec![],
+        train_exits: vec![],
+        run: format!("{objective}-{seed}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,28 +252,7 @@ mod tests {
         if let Some(t) = three {
             at.insert("3.0".to_string(), t);
         }
-        RunResult {
-            task: "sst-2".into(),
-            objective: objective.into(),
-            seed,
-            epochs: 1,
-            beta0: 1.0,
-            alpha: 0.01,
-            epsilon: 0.3,
-            batch_size: 32,
-            centered_logits: false,
-            holdout_fraction: Some(0.05),
-            metric: "accuracy".into(),
-            full_depth_accuracy: 0.9,
-            full_depth: 0.9,
-            at_speedup: at,
-            exit_accuracy: vec![0.8, 0.9],
-            exit_dis: vec![Some(0.7), None],
-            exit_signal_easy: vec![],
-            exit_signal_hard: vec![],
-            train_exits: vec![],
-            run: format!("{objective}-{seed}"),
-        }
+        RunResult { at_speedup: at, ..example_run(objective, seed) }
     }
 
     #[test]
