@@ -32,6 +32,29 @@ fn headline(report: &EvalReport) -> String {
     format!("{} dev, signal {}", report.task, report.signal)
 }
 
+type LineChart<'a> = ChartContext<
+    'a,
+    BitMapBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Draws the series legend at `position` and writes the image: the last step of every line chart here.
+fn finish_with_legend(
+    chart: &mut LineChart<'_>,
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), String> {
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
 /// Accuracy (%) against speed-up (Eq. 12), one line per report. Points are the τ of each sweep.
 pub fn tradeoff(runs: &[(String, &EvalReport)], path: &Path) -> Result<()> {
     register_font()?;
@@ -83,15 +106,7 @@ pub fn tradeoff(runs: &[(String, &EvalReport)], path: &Path) -> Result<()> {
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| err(e.to_string()))?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))
+    finish_with_legend(&mut chart, &root, SeriesLabelPosition::UpperRight).map_err(err)
 }
 
 /// The objective comparison: for each objective, its mean metric (%) over seeds at the fixed layer speed-ups
@@ -150,15 +165,7 @@ pub fn objectives(runs: &[crate::results::RunResult], title: &str, path: &Path) 
             }))
             .map_err(|e| err(e.to_string()))?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerLeft)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))
+    finish_with_legend(&mut chart, &root, SeriesLabelPosition::LowerLeft).map_err(err)
 }
 
 /// Exit-layer histograms (share of samples per layer) for up to six τ spread over the sweep.
