@@ -74,8 +74,13 @@ def classify(command, env_extra, package, threshold, inputs):
 
 
 def never_exit_threshold(signal, num_layers):
-    """A finite τ that no internal exit meets (ExitSignal::meets), so every input runs to the last layer."""
-    return {"energy": -1.0, "entropy": -1.0, "max_softmax": 2.0}.get(signal, float(num_layers + 1))
+    """The in-range τ that no internal exit meets, so every input runs to the last layer.
+
+    The CLI refuses τ outside the signal's range (exit 2), so this is the range's own edge: energy and entropy exit
+    strictly below τ and are never negative; max-softmax exits strictly above τ and never exceeds 1; patience's
+    count at layer k is at most k − 1, so τ = layers − 1 cannot be met before the last layer.
+    """
+    return {"energy": 0.0, "entropy": 0.0, "max_softmax": 1.0}.get(signal, float(max(1, num_layers - 1)))
 
 
 def spread_threshold(signal, full_depth, num_layers):
