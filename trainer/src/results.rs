@@ -49,6 +49,10 @@ pub struct RunResult {
     /// the training batches), from `metrics.jsonl`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub train_exits: Vec<crate::train::diagnostics::ExitSummary>,
+    /// Where it trained: "cpu" or "cuda" (from the `finished` line of `metrics.jsonl`; absent in records from
+    /// before it was kept). Runs on another device are other numerics, so they are grouped apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// The run directory's name.
     pub run: String,
 }
@@ -92,20 +96,29 @@ impl RunResult {
             exit_signal_easy: report.layers.iter().map(|l| l.mean_signal_easy).collect(),
             exit_signal_hard: report.layers.iter().map(|l| l.mean_signal_hard).collect(),
             train_exits: last_epoch_diagnostics(run_dir),
+            device: training_device(run_dir),
             run: run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         })
     }
 }
 
+/// The last line of `event` in a run's `metrics.jsonl`, if any.
+fn last_metrics_event(run_dir: &Path, event: &str) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join(crate::train::state::METRICS_FILE)).ok()?;
+    text.lines().rev().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v["event"] == event)
+}
+
 /// The per-exit diagnostics of the last epoch in a run's `metrics.jsonl` (empty for runs from before them).
 fn last_epoch_diagnostics(run_dir: &Path) -> Vec<crate::train::diagnostics::ExitSummary> {
-    let text = std::fs::read_to_string(run_dir.join(crate::train::state::METRICS_FILE)).unwrap_or_default();
-    text.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "epoch")
+    last_metrics_event(run_dir, "epoch")
         .and_then(|v| serde_json::from_value(v["exits"].clone()).ok())
         .unwrap_or_default()
+}
+
+/// "cpu" or "cuda", from the device the trainer logged when it finished (`Cpu`, `Cuda(0)`).
+fn training_device(run_dir: &Path) -> Option<String> {
+    let logged = last_metrics_event(run_dir, "finished")?["device"].as_str()?.to_lowercase();
+    Some(logged.split('(').next().unwrap_or_default().to_string())
 }
 
 /// Mean, minimum and maximum of one objective's runs at one operating point.
@@ -132,7 +145,7 @@ impl Spread {
 /// One objective (with its hyper-parameters) over its seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectiveSummary {
-    /// e.g. "cosee β0 1 α 0.01".
+    /// e.g. "cosee β0 1 α 0.01 · 3 ep".
     pub name: String,
     pub full_depth: Spread,
     /// At each of [`REPORTED_SPEEDUPS`], where every run reaches it.
@@ -150,6 +163,10 @@ pub fn group_name(run: &RunResult) -> String {
     }
     if run.centered_logits {
         name.push_str(" centered");
+    }
+    let _ = write!(name, " · {} ep", run.epochs);
+    if run.device.as_deref().is_some_and(|d| d != "cpu") {
+        name.push_str(" · GPU");
     }
     name
 }
@@ -238,6 +255,7 @@ pub(crate) fn example_run(objective: &str, seed: u64) -> RunResult {
         exit_signal_easy: vec![],
         exit_signal_hard: vec![],
         train_exits: vec![],
+        device: None,
         run: format!("{objective}-{seed}"),
     }
 }
@@ -271,7 +289,7 @@ mod tests {
                 "mean_signal_easy": 0.1, "mean_signal_hard": null}]})
             .to_string()
         };
-        let metrics = format!("{}\n{}\n{{\"event\":\"finished\"}}\n", epoch(0.7), epoch(0.6));
+        let metrics = format!("{}\n{}\n{{\"event\":\"finished\",\"device\":\"Cuda(0)\"}}\n", epoch(0.7), epoch(0.6));
         std::fs::write(dir.path().join(crate::train::state::METRICS_FILE), metrics).unwrap();
         // Labels [1, 1, 0]; exit 1 says 1 for all, exit 2 is right on all.
         let outputs = ExitOutputs {
@@ -289,6 +307,8 @@ mod tests {
         // The last epoch's diagnostics, not the first's.
         assert_eq!(r.train_exits.len(), 1);
         assert_eq!(r.train_exits[0].mean_weight, 0.6);
+        assert_eq!(r.device.as_deref(), Some("cuda"));
+        assert_eq!(group_name(&r), "cosee β0 10 α 0.001 · 10 ep · GPU");
         // The wrong answer of exit 1 (sample 2, logits [0, 2]) has energy σ(−lse(0, 2)).
         let hard = cosee_format::signal::normalized_energy(&[0.0, 2.0]) as f64;
         assert!((r.exit_signal_hard[0].unwrap() - hard).abs() < 1e-6);
@@ -306,17 +326,22 @@ mod tests {
         ];
         let s = summarize(&runs);
         assert_eq!(s.len(), 2);
-        assert_eq!(s[0].name, "cosee β0 1 α 0.01");
-        assert_eq!(s[1].name, "conventional");
+        assert_eq!(s[0].name, "cosee β0 1 α 0.01 · 1 ep");
+        assert_eq!(s[1].name, "conventional · 1 ep");
         let two = s[0].at_speedup.iter().find(|(x, _)| *x == 2.0).unwrap().1.unwrap();
         assert!((two.mean - 0.89).abs() < 1e-12 && two.min == 0.88 && two.max == 0.90 && two.runs == 2);
         // 3.0× is missing from one COSEE run: no summary rather than a mean of one.
         assert!(s[0].at_speedup.iter().find(|(x, _)| *x == 3.0).unwrap().1.is_none());
         let mut centered = run("osc", 1, 0.8, None);
         centered.centered_logits = true;
-        assert_eq!(group_name(&centered), "osc α 0.01 centered");
+        assert_eq!(group_name(&centered), "osc α 0.01 centered · 1 ep");
+        centered.device = Some("cpu".into());
+        assert_eq!(group_name(&centered), "osc α 0.01 centered · 1 ep", "the CPU is the default, not named");
         let table = markdown_table(&runs);
-        assert!(table.contains("| cosee β0 1 α 0.01 | 2 | 90.00 (90.00–90.00) | – | 89.00 (88.00–90.00) |"), "{table}");
-        assert!(table.contains("| conventional | 1 | 90.00 | – | 87.00 | – | 85.00 |"), "{table}");
+        assert!(
+            table.contains("| cosee β0 1 α 0.01 · 1 ep | 2 | 90.00 (90.00–90.00) | – | 89.00 (88.00–90.00) |"),
+            "{table}"
+        );
+        assert!(table.contains("| conventional · 1 ep | 1 | 90.00 | – | 87.00 | – | 85.00 |"), "{table}");
     }
 }
