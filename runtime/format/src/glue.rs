@@ -246,18 +246,6 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Reads one input per line: a pair as `first<TAB>second`. No labels. Used for plain-text benchmark files.
-pub fn parse_plain_lines(text: &str) -> Vec<Example> {
-    text.lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| match l.split_once('\t') {
-            Some((a, b)) => Example { text_a: a.to_string(), text_b: Some(b.to_string()), label: None },
-            None => Example { text_a: l.to_string(), text_b: None, label: None },
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,12 +321,5 @@ mod tests {
         assert_eq!(holdout_split(&text, 0.05, 7).1, held);
         assert_ne!(holdout_split(&text, 0.05, 8).1, held);
         assert_eq!(parse_tsv(Task::Sst2, &holdout_split(&text, 0.0, 7).1, "x").unwrap().len(), 0);
-    }
-
-    #[test]
-    fn plain_lines() {
-        let ex = parse_plain_lines("good\n\nfirst\tsecond\n");
-        assert_eq!(ex.len(), 2);
-        assert_eq!(ex[1].text_b.as_deref(), Some("second"));
     }
 }
