@@ -119,6 +119,7 @@ fn a_run_killed_twice_mid_epoch_and_resumed_ends_with_the_uninterrupted_weights(
     eprintln!("killed after the checkpoints of steps {first} and {second} of {STEPS}");
 
     let delta = max_abs_difference(&full.join("model/model.safetensors"), &split.join("model/model.safetensors"));
+    eprintln!("max |Δ| over every tensor of the final model: {delta:e}");
     assert!(delta <= 1e-6, "resumed weights differ from the uninterrupted run's by {delta:e}");
 }
 
