@@ -149,3 +149,22 @@ fn corrupt_onnx_graph() {
     let err = load_error(&package);
     assert!(matches!(&err, LoadError::InvalidGraph { path, .. } if path.ends_with("layer_01.onnx")), "{err}");
 }
+
+#[test]
+fn a_layer_count_beyond_the_listed_files_is_refused_before_any_stage_is_named() {
+    // Found by tests/fuzz/manifest.rs: a count of 2^64 - 1 made the loader list stage names until it ran out of
+    // memory. The count must fit the files the manifest lists (a layer and an exit file each).
+    let root = tempfile::tempdir().unwrap();
+    let package = tiny(root.path());
+    for count in [4, usize::MAX] {
+        let mut manifest = Manifest::read(&package).unwrap();
+        manifest.num_layers = count;
+        manifest.write(&package).unwrap();
+        let err = load_error(&package);
+        assert!(
+            matches!(&err, LoadError::InvalidManifest { path, message } if path.ends_with("manifest.json")
+                && message.contains(&format!("num_layers is {count}"))),
+            "{err}"
+        );
+    }
+}

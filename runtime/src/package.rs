@@ -52,6 +52,19 @@ fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), LoadError> {
     if m.num_layers == 0 {
         return Err(invalid("num_layers is 0: a package needs at least one layer".into()));
     }
+    // Every layer needs a layer and an exit file listed, besides the embeddings: a layer count beyond what `files`
+    // lists is refused here, before anything is built per layer (a damaged count of 2^64 - 1 once made the loader
+    // list stage names until the process ran out of memory; found by tests/fuzz/manifest.rs).
+    let listable = m.files.len().saturating_sub(1) / 2;
+    if m.num_layers > listable {
+        return Err(invalid(format!(
+            "num_layers is {}, but files lists {} files: room for {listable} layers (a layer and an exit file each, \
+             besides {})",
+            m.num_layers,
+            m.files.len(),
+            manifest::EMBEDDINGS_FILE
+        )));
+    }
     if m.hidden_size == 0 {
         return Err(invalid("hidden_size is 0".into()));
     }

@@ -54,7 +54,26 @@ pub(crate) struct StagePlan {
 }
 
 impl StagePlan {
+    /// Loads, types and optimizes a stage graph. tract's ONNX reader trusts parts of the file: on some damage it
+    /// panics instead of failing (a raw tensor of a data type it cannot hold is `unimplemented!`, found by
+    /// tests/fuzz/package.rs). A package is outside data, so such a panic is caught here and the file refused like
+    /// any other unusable graph.
     pub fn load(path: &Path, kind: StageKind, shapes: Shapes) -> Result<Self, LoadError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load_unguarded(path, kind, shapes)))
+            .unwrap_or_else(|payload| {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                Err(LoadError::InvalidGraph {
+                    path: path.display().to_string(),
+                    message: format!("tract panicked while reading it ({message})"),
+                })
+            })
+    }
+
+    fn load_unguarded(path: &Path, kind: StageKind, shapes: Shapes) -> Result<Self, LoadError> {
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let display = path.display().to_string();
         let invalid = |e: TractError| LoadError::InvalidGraph { path: display.clone(), message: format!("{e:#}") };

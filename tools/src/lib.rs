@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod onnx;
 pub mod quant;
 pub mod reference;
+pub mod soak;
 pub mod stages;
 pub mod testing;
 #[cfg(feature = "verify")]

@@ -144,10 +144,107 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Soak `cosee-edge serve`: a long hostile stdin (real sentences, empty lines, invalid UTF-8, lines over the
+    /// 1 MiB cap, 10 MB lines without whitespace, pairs) while fake battery and thermal files change and turn to
+    /// garbage; checks every line is answered once, in order, with the right kind of answer, no panic, τ changes
+    /// logged, RSS flat after the warm-up. Prints the report as JSON; exits 1 when a property fails.
+    Soak(SoakArgs),
     /// Run a checkpoint (tch) and the package exported from it (the runtime) on the same inputs: max |Δlogit| per
     /// exit, identical exit decisions, accuracy of both. Built with `--features verify` (links libtorch).
     #[cfg(feature = "verify")]
     Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// The `cosee-edge` executable to soak.
+    #[arg(long)]
+    serve: PathBuf,
+    /// Model package directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// GLUE TSV of the package's task whose sentences make the stream (e.g. SST-2/dev.tsv).
+    #[arg(long)]
+    data: PathBuf,
+    /// Lines to send.
+    #[arg(long, default_value_t = 200_000)]
+    lines: usize,
+    /// One 10 MB whitespace-free line per this many lines (0: none).
+    #[arg(long, default_value_t = 5000)]
+    huge_every: usize,
+    /// Lines whose memory is the baseline [default: a tenth of --lines].
+    #[arg(long)]
+    warmup_lines: Option<usize>,
+    /// Largest RSS growth after the warm-up, as a fraction of the baseline.
+    #[arg(long, default_value_t = 0.05)]
+    max_growth: f64,
+    /// How often the fake battery and thermal files change, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    sysfs_ms: u64,
+    /// How often serve reads them (its --power-poll-ms).
+    #[arg(long, default_value_t = 20)]
+    power_poll_ms: u64,
+    /// How often the RSS is sampled, milliseconds.
+    #[arg(long, default_value_t = 100)]
+    rss_ms: u64,
+    /// Where the fake sysfs goes [default: a temporary directory].
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Write the report here as well.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Further flags for serve, after `--` (e.g. -- --budget-ms 20).
+    #[arg(last = true)]
+    serve_args: Vec<String>,
+}
+
+fn run_soak(a: SoakArgs) -> Result<bool> {
+    use cosee_tools::soak::{self, lines::LineSource, SoakOptions};
+    use std::time::Duration;
+    let task = cosee_runtime::manifest::Manifest::read(&a.model)
+        .with_context(|| format!("reading the manifest of {}", a.model.display()))?
+        .task;
+    let sentences = soak::sentences_from_tsv(task, &a.data)?;
+    anyhow::ensure!(!sentences.is_empty(), "{} holds no sentences", a.data.display());
+    let options = SoakOptions {
+        serve: a.serve.clone(),
+        model: a.model.clone(),
+        lines: a.lines,
+        huge_every: a.huge_every,
+        warmup_lines: a.warmup_lines.unwrap_or(a.lines / 10),
+        sysfs_every: Duration::from_millis(a.sysfs_ms.max(1)),
+        power_poll: Duration::from_millis(a.power_poll_ms.max(1)),
+        rss_every: Duration::from_millis(a.rss_ms.max(1)),
+        serve_args: a.serve_args.clone(),
+    };
+    let temporary = tempfile::tempdir()?;
+    let scratch = a.scratch.clone().unwrap_or_else(|| temporary.path().to_path_buf());
+    let report = soak::run(&options, LineSource::new(sentences, a.huge_every), &scratch)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &a.out {
+        std::fs::write(out, format!("{json}\n")).with_context(|| format!("writing {}", out.display()))?;
+    }
+    println!("{json}");
+    let failures = report.failures(a.max_growth);
+    for f in &failures {
+        eprintln!("soak: FAILED: {f}");
+    }
+    if failures.is_empty() {
+        eprintln!(
+            "soak: passed: {} lines ({:.1} MB) in {:.0} s, RSS {} → {} KiB after the warm-up ({:+.2} %), peak {} KiB, \
+             {} τ changes, {} sysfs rewrites",
+            report.lines_sent,
+            report.bytes_sent as f64 / 1e6,
+            report.seconds,
+            report.baseline_rss_kib,
+            report.max_rss_kib_after_warmup,
+            report.rss_growth * 100.0,
+            report.peak_rss_kib,
+            report.tau_changes,
+            report.sysfs_rewrites
+        );
+    }
+    Ok(failures.is_empty())
 }
 
 /// `verify`'s flags: the trainer's `verify` ones before it moved here.
@@ -383,6 +480,11 @@ fn main() -> Result<()> {
             cosee_tools::write_random_checkpoint(&out, &config, seed)
                 .with_context(|| format!("writing a random checkpoint to {}", out.display()))?;
             println!("wrote {} ({layers} layers, hidden {hidden}, {heads} heads, {task}, {signal})", out.display());
+        }
+        Command::Soak(args) => {
+            if !run_soak(args)? {
+                std::process::exit(1);
+            }
         }
         #[cfg(feature = "verify")]
         Command::Verify(args) => run_verify(args)?,

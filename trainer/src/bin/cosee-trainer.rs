@@ -272,9 +272,12 @@ fn run_train(a: TrainArgs) -> Result<()> {
     device::set_threads(a.runtime.threads);
     let device = device::parse_device(&a.runtime.device)?;
     let config = if a.resume {
-        // The saved configuration is authoritative; flags other than the runtime ones are not read.
-        train::state::read_config(&a.output_dir)
-            .with_context(|| format!("--resume: {} holds no run to continue", a.output_dir.display()))?
+        // The saved configuration is authoritative; flags other than the runtime ones are not read. The run is
+        // where it is now: a directory moved or copied since resumes there, not where it was written.
+        let mut c = train::state::read_config(&a.output_dir)
+            .with_context(|| format!("--resume: {} holds no run to continue", a.output_dir.display()))?;
+        c.output_dir = a.output_dir.clone();
+        c
     } else {
         let (Some(task), Some(backbone)) = (a.task, a.backbone.clone()) else {
             bail!("--task and --backbone are required (unless --resume)");

@@ -209,7 +209,8 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
     let output = config.output_dir.clone();
     let resume_from = if resume { state::latest_checkpoint(&output)? } else { None };
     let config = match &resume_from {
-        Some(_) => state::read_config(&output)?,
+        // The saved `output_dir` is where the run was written; a moved or copied run continues where it is now.
+        Some(_) => TrainConfig { output_dir: output.clone(), ..state::read_config(&output)? },
         None => config.clone(),
     };
     config.validate()?;
