@@ -238,17 +238,7 @@ fn serve_answers_every_line_and_saves_energy_on_a_low_battery() {
         std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
     }
     let mut manifest = Manifest::read(&model).unwrap();
-    let points = (0..5)
-        .map(|i| SweepPoint {
-            threshold: 0.1 + 0.2 * i as f32,
-            accuracy: 0.9 - 0.05 * i as f64,
-            f1: None,
-            layer_speedup: 1.0 + 0.5 * i as f64,
-            exit_histogram: vec![10 * i, 0, 40 - 10 * i],
-        })
-        .collect();
-    manifest.calibration =
-        Some(Calibration { data: "synthetic".into(), num_examples: 40, target_speedup: 2.0, points });
+    manifest.calibration = Some(common::five_rung_calibration());
     manifest.write(&model).unwrap();
     let ladder = Ladder::from_manifest(&manifest);
     assert_eq!(ladder.len(), 5);

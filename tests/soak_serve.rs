@@ -14,8 +14,7 @@
 mod common;
 
 use common::cosee_edge;
-use cosee_runtime::manifest::{Calibration, Manifest};
-use cosee_runtime::metrics::SweepPoint;
+use cosee_runtime::manifest::Manifest;
 use cosee_runtime::{ExitSignal, Task};
 use cosee_tools::export::{export, ExportOptions};
 use cosee_tools::soak::{self, lines::LineSource, SoakOptions};
@@ -31,17 +30,7 @@ fn package(root: &Path) -> PathBuf {
     let package = root.join("package");
     export(&checkpoint, &package, &ExportOptions::default()).unwrap();
     let mut manifest = Manifest::read(&package).unwrap();
-    let points = (0..5)
-        .map(|i| SweepPoint {
-            threshold: 0.1 + 0.2 * i as f32,
-            accuracy: 0.9 - 0.05 * i as f64,
-            f1: None,
-            layer_speedup: 1.0 + 0.5 * i as f64,
-            exit_histogram: vec![10 * i, 0, 40 - 10 * i],
-        })
-        .collect();
-    manifest.calibration =
-        Some(Calibration { data: "synthetic".into(), num_examples: 40, target_speedup: 2.0, points });
+    manifest.calibration = Some(common::five_rung_calibration());
     manifest.write(&package).unwrap();
     package
 }

@@ -52,3 +52,19 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
     }
     child.wait_with_output().expect("wait for cosee-edge")
 }
+
+/// A synthetic calibration table of five rungs (τ 0.1 … 0.9, accuracy falling as the layer speed-up rises, for a
+/// 3-layer package), so that a ladder has rungs to move along whatever a random package's own calibration says.
+pub fn five_rung_calibration() -> cosee_runtime::manifest::Calibration {
+    use cosee_runtime::metrics::SweepPoint;
+    let points = (0..5)
+        .map(|i| SweepPoint {
+            threshold: 0.1 + 0.2 * i as f32,
+            accuracy: 0.9 - 0.05 * i as f64,
+            f1: None,
+            layer_speedup: 1.0 + 0.5 * i as f64,
+            exit_histogram: vec![10 * i, 0, 40 - 10 * i],
+        })
+        .collect();
+    cosee_runtime::manifest::Calibration { data: "synthetic".into(), num_examples: 40, target_speedup: 2.0, points }
+}

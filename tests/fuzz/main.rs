@@ -15,6 +15,8 @@
 //!
 //! Every target prints `fuzz TARGET: N inputs in S s`.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod fixtures;
 mod glue;
 mod lines;

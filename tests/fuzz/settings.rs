@@ -8,7 +8,6 @@ use crate::mutate::{apply_json_mutation, json_mutation};
 use crate::{fuzz, holds};
 use cosee_runtime::controller::{Controller, ControllerConfig, Ladder};
 use cosee_runtime::manifest::Calibration;
-use cosee_runtime::metrics::SweepPoint;
 use cosee_runtime::profile::{DeviceProfile, ProfileOrigin, StageSample};
 use cosee_runtime::tune::{self, RuntimeConfig};
 use cosee_runtime::{ExitSignal, Task};
@@ -65,16 +64,7 @@ fn profile_bytes() -> Vec<u8> {
 }
 
 fn calibration() -> Calibration {
-    let points = (0..5)
-        .map(|i| SweepPoint {
-            threshold: 0.1 + 0.2 * i as f32,
-            accuracy: 0.9 - 0.05 * i as f64,
-            f1: None,
-            layer_speedup: 1.0 + 0.5 * i as f64,
-            exit_histogram: vec![10 * i, 0, 40 - 10 * i],
-        })
-        .collect();
-    Calibration { data: "synthetic".into(), num_examples: 40, target_speedup: 2.0, points }
+    crate::common::five_rung_calibration()
 }
 
 #[test]
