@@ -20,6 +20,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import best_run  # noqa: E402  (the one hold-out score, shared with make-default-model.sh and gpu-objectives.sh)
+
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -39,15 +42,6 @@ def load(path):
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         sys.exit(f"model_card.py: cannot read {path}: {e}")
-
-
-def epochs(metrics_path):
-    rows = []
-    for line in Path(metrics_path).read_text().splitlines():
-        m = json.loads(line)
-        if m.get("event") == "epoch":
-            rows.append(m)
-    return rows
 
 
 def pct(x):
@@ -112,8 +106,9 @@ class Run:
         self.dev = load(self.path / "eval-dev" / "eval.json")
         holdout = self.path / "eval-holdout" / "eval.json"
         self.holdout = load(holdout) if holdout.exists() else None
-        self.epochs = epochs(self.path / "metrics.jsonl")
-        finished = [json.loads(l) for l in (self.path / "metrics.jsonl").read_text().splitlines() if '"finished"' in l]
+        events = [json.loads(l) for l in (self.path / "metrics.jsonl").read_text().splitlines() if l.strip()]
+        self.epochs = [e for e in events if e.get("event") == "epoch"]
+        finished = [e for e in events if e.get("event") == "finished"]
         logged = finished[-1].get("device", "Cpu") if finished else "Cpu"
         self.device = "GPU" if logged.lower().startswith("cuda") else "CPU"
 
@@ -249,11 +244,11 @@ def main():
     scores = {e["run"]: e["score"] for e in selection["runs"]}
     for run in [shipped] + others:
         mark = " (shipped)" if run.path == shipped.path else ("" if str(run.path) in scores else " (compared)")
+        # Compared runs are scored by the same rule as the candidates (scripts/best_run.py), never re-derived here.
         score = scores.get(str(run.path))
-        if score is None and run.holdout:
-            keys = selection["criterion"]["at_speedup"]
-            vals = [run.holdout.get("at_speedup", {}).get(k) for k in keys]
-            score = sum(vals) / len(vals) if None not in vals else None
+        if score is None:
+            entry, _ = best_run.score(run.path, selection["criterion"]["at_speedup"])
+            score = entry["score"] if entry else None
         c.append(
             f"| {run.name}{mark} | {run.cfg['objective']['kind']}"
             f"{' centered' if run.cfg.get('centered_logits') else ''} | {run.cfg['epochs']} | {run.device} | "
