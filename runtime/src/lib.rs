@@ -16,6 +16,7 @@ pub mod answer;
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod fused;
 pub mod lines;
 #[cfg(feature = "ort")]
 pub mod ort_backend;

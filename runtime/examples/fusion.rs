@@ -1,0 +1,110 @@
+//! What the load-time operator fusion (`src/fused/`) buys: the same package loaded with and without it, timed side
+//! by side, interleaved, one thread, batch 1.
+//!
+//! `cargo run --release -p cosee-runtime --example fusion -- PACKAGE_DIR [--data TSV] [--runs N]`
+//!
+//! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating.
+//! 2. Whole inputs (the lines of `--data`, SST-2 dev format; default the committed tests/data/sst2-dev-40.tsv):
+//!    median and mean ms per input at the package's default τ and at full depth, each input through every
+//!    configuration in turn.
+//!
+//! Medians of interleaved runs, because the machine is shared: ratios within one run are the reliable part.
+
+use anyhow::{bail, Context, Result};
+use cosee_runtime::fused::Fusion;
+use cosee_runtime::{Backend, Engine, Input, Package, TractBackend};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut package_dir = None;
+    let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/sst2-dev-40.tsv"));
+    let mut runs = 200usize;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--data" => data = args.next().context("--data needs a file")?.into(),
+            "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
+            _ if package_dir.is_none() => package_dir = Some(PathBuf::from(a)),
+            _ => bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N]"),
+        }
+    }
+    let dir = package_dir.context("usage: fusion PACKAGE_DIR [--data TSV] [--runs N]")?;
+    let load = |fusion| -> Result<(Engine, f64)> {
+        let start = Instant::now();
+        let package = Package::open(&dir)?;
+        let backend = TractBackend::load_with(&package, fusion)?;
+        Ok((Engine::from_parts(package, backend), start.elapsed().as_secs_f64() * 1e3))
+    };
+    let (fused, fused_load) = load(Fusion::All)?;
+    let (plain, plain_load) = load(Fusion::None)?;
+    println!(
+        "{}: {} per-token quantizations fused; load {:.0} ms fused, {:.0} ms plain",
+        dir.display(),
+        fused.backend().fused().quantizers,
+        fused_load,
+        plain_load
+    );
+
+    println!("\none layer (layer 1), median ms of {runs} interleaved runs");
+    println!("{:>8} {:>9} {:>9} {:>7}", "tokens", "plain", "fused", "ratio");
+    let word = "good ";
+    for tokens in [16usize, 32, 64, 128] {
+        // [CLS] + words + [SEP]: a text of tokens − 2 one-token words.
+        let text = word.repeat(tokens - 2);
+        let input = Input::single(text.trim_end());
+        let mut times = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
+        for round in 0..runs + 10 {
+            for (k, engine) in [&plain, &fused].into_iter().enumerate() {
+                let encoded = engine.encode(&input)?;
+                let (hidden, mask) = engine.backend().embed(&encoded)?;
+                let start = Instant::now();
+                engine.backend().layer(1, hidden, &mask)?;
+                if round >= 10 {
+                    times[k].push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let [p, f] = times.map(median);
+        println!("{tokens:>8} {p:>9.3} {f:>9.3} {:>6.2}×", p / f);
+    }
+
+    let text = std::fs::read_to_string(&data).with_context(|| format!("reading {}", data.display()))?;
+    let lines: Vec<&str> =
+        text.lines().skip(1).filter_map(|l| l.split('\t').next()).filter(|s| !s.is_empty()).collect();
+    let default = fused.default_policy();
+    println!("\nwhole inputs: {} lines of {}, ms per input (tokenization included)", lines.len(), data.display());
+    println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>7}", "", "plain p50", "fused p50", "plain mean", "fused mean", "ratio");
+    // Full depth as `cosee-edge bench` runs it: every layer and every exit.
+    for (name, policy) in [("default τ", Some(default)), ("full depth", None)] {
+        let mut times = [Vec::new(), Vec::new()];
+        for round in 0..3 {
+            for line in &lines {
+                for (k, engine) in [&plain, &fused].into_iter().enumerate() {
+                    let input = Input::single(line);
+                    let start = Instant::now();
+                    match policy {
+                        Some(policy) => drop(engine.classify_with(&input, policy)?),
+                        None => drop(engine.run_all_exits(&input)?),
+                    }
+                    if round > 0 {
+                        times[k].push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+        }
+        let (pm, fm) = (mean(&times[0]), mean(&times[1]));
+        let [p, f] = times.map(median);
+        println!("{name:<22} {p:>9.3} {f:>9.3} {pm:>9.3} {fm:>9.3} {:>6.2}×", pm / fm);
+    }
+    Ok(())
+}
