@@ -8,17 +8,39 @@
 //!    median and mean ms per input at the package's default τ and at full depth, each input through every
 //!    configuration in turn.
 //!
+//! 3. With `--profile`: layer 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation, wrapped),
+//!    mean ms per run summed by operator name.
+//!
 //! Medians of interleaved runs, because the machine is shared: ratios within one run are the reliable part.
 
 use anyhow::{bail, Context, Result};
 use cosee_runtime::fused::Fusion;
 use cosee_runtime::{Backend, Engine, Input, Package, TractBackend};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::{eval, SimpleState};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Mean milliseconds per run spent in each operator (by name) of a layer plan.
+fn profile(plan: &Arc<TypedSimplePlan>, hidden: &TValue, mask: &TValue, runs: usize) -> Result<BTreeMap<String, f64>> {
+    let mut by_op: BTreeMap<String, f64> = BTreeMap::new();
+    for _ in 0..runs {
+        let mut state = SimpleState::new(plan)?;
+        state.run_plan_with_eval(tvec!(hidden.clone(), mask.clone()), |ctx, op_state, node, input| {
+            let start = Instant::now();
+            let out = eval(ctx, op_state, node, input);
+            *by_op.entry(node.op().name().to_string()).or_default() += start.elapsed().as_secs_f64() * 1e3;
+            out
+        })?;
+    }
+    by_op.values_mut().for_each(|ms| *ms /= runs as f64);
+    Ok(by_op)
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -30,12 +52,14 @@ fn main() -> Result<()> {
     let mut package_dir = None;
     let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/sst2-dev-40.tsv"));
     let mut runs = 200usize;
+    let mut with_profile = false;
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--profile" => with_profile = true,
             "--data" => data = args.next().context("--data needs a file")?.into(),
             "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
             _ if package_dir.is_none() => package_dir = Some(PathBuf::from(a)),
-            _ => bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N]"),
+            _ => bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile]"),
         }
     }
     let dir = package_dir.context("usage: fusion PACKAGE_DIR [--data TSV] [--runs N]")?;
@@ -76,6 +100,32 @@ fn main() -> Result<()> {
         }
         let [p, f] = times.map(median);
         println!("{tokens:>8} {p:>9.3} {f:>9.3} {:>6.2}×", p / f);
+    }
+
+    if with_profile {
+        for tokens in [16usize, 64] {
+            let text = word.repeat(tokens - 2);
+            let input = Input::single(text.trim_end());
+            let mut columns = Vec::new();
+            for engine in [&plain, &fused] {
+                let (hidden, mask) = engine.backend().embed(&engine.encode(&input)?)?;
+                columns.push(profile(engine.backend().layer_plan(1), &hidden, &mask, runs)?);
+            }
+            println!("\nprofile of layer 1, {tokens} tokens: mean ms per run by operator");
+            println!("{:<40} {:>9} {:>9}", "operator", "plain", "fused");
+            let mut names: Vec<&String> = columns.iter().flat_map(|c| c.keys()).collect();
+            names.sort_by(|a, b| {
+                let ms = |n: &String| columns.iter().map(|c| c.get(n).copied().unwrap_or(0.0)).fold(0.0, f64::max);
+                ms(b).total_cmp(&ms(a))
+            });
+            names.dedup();
+            for name in names {
+                let cell = |c: &BTreeMap<String, f64>| c.get(name).map_or("–".into(), |ms| format!("{ms:.3}"));
+                println!("{name:<40} {:>9} {:>9}", cell(&columns[0]), cell(&columns[1]));
+            }
+            let total = |c: &BTreeMap<String, f64>| c.values().sum::<f64>();
+            println!("{:<40} {:>9.3} {:>9.3}", "total", total(&columns[0]), total(&columns[1]));
+        }
     }
 
     let text = std::fs::read_to_string(&data).with_context(|| format!("reading {}", data.display()))?;

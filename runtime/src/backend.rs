@@ -62,6 +62,12 @@ impl TractBackend {
         Ok(Self { embeddings, layers, exits })
     }
 
+    /// Layer `m`'s (1-based) optimized tract plan, for tools that profile it node by node (its inputs in the
+    /// graph's order: hidden states, attention mask for the exporter's packages).
+    pub fn layer_plan(&self, m: usize) -> &std::sync::Arc<tract_onnx::prelude::TypedSimplePlan> {
+        self.layers[m - 1].plan()
+    }
+
     /// What the load-time rewrites replaced, over every stage.
     pub fn fused(&self) -> Fused {
         let stages = std::iter::once(&self.embeddings).chain(&self.layers).chain(&self.exits);

@@ -143,6 +143,11 @@ impl StagePlan {
         Ok(Self { file, fused, plan, order })
     }
 
+    /// The optimized plan (for profiling tools; inputs in the graph's own order).
+    pub fn plan(&self) -> &Arc<TypedSimplePlan> {
+        &self.plan
+    }
+
     /// Runs the stage on its inputs given in [`StageKind::inputs`] order; returns its single output.
     pub fn run(&self, inputs: &[&TValue]) -> TractResult<TValue> {
         let ordered: TVec<TValue> = self.order.iter().map(|&at| inputs[at].clone()).collect();

@@ -58,9 +58,14 @@ impl QuantizePerToken {
         // The graph's own operations, in its order: Max, Mul, Recip, then Mul and round half to even per value.
         let scale = abs_max.max(self.floor) * self.inv_qmax;
         let inverse = scale.recip();
+        // y + 1.5·2²³ rounds y to an integer (half to even) held in the low bits of the sum's mantissa: the
+        // integer is the sum's bit pattern less the constant's. Integer arithmetic on the bits vectorizes where
+        // a saturating float-to-int `as` does not; for |y| ≤ 128 the result is the graph's Round then Cast
+        // exactly (a canonical NaN, which the graph casts to 0, also comes out 0).
+        let magic_bits = ROUNDING_MAGIC.to_bits() as i32;
         for (o, &v) in q.iter_mut().zip(x) {
-            let rounded = (v * inverse + ROUNDING_MAGIC) - ROUNDING_MAGIC;
-            *o = rounded as i8;
+            let sum = v * inverse + ROUNDING_MAGIC;
+            *o = (sum.to_bits() as i32).wrapping_sub(magic_bits) as i8;
         }
         scale
     }
