@@ -8,6 +8,8 @@
 //!    median and mean ms per input at the package's default τ and at full depth, each input through every
 //!    configuration in turn.
 //!
+//!    Before the timing: on how many of those inputs the two give the same exit layer and label at the default τ,
+//!    and the largest logit difference over every exit.
 //! 3. With `--profile`: layer 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation, wrapped),
 //!    mean ms per run summed by operator name.
 //!
@@ -69,8 +71,8 @@ fn main() -> Result<()> {
         let backend = TractBackend::load_with(&package, fusion)?;
         Ok((Engine::from_parts(package, backend), start.elapsed().as_secs_f64() * 1e3))
     };
-    let (fused, fused_load) = load(Fusion::All)?;
-    let (plain, plain_load) = load(Fusion::None)?;
+    let (fused, fused_load) = load(Fusion::ALL)?;
+    let (plain, plain_load) = load(Fusion::NONE)?;
     println!(
         "{}: {} per-token quantizations fused; load {:.0} ms fused, {:.0} ms plain",
         dir.display(),
@@ -132,6 +134,22 @@ fn main() -> Result<()> {
     let lines: Vec<&str> =
         text.lines().skip(1).filter_map(|l| l.split('\t').next()).filter(|s| !s.is_empty()).collect();
     let default = fused.default_policy();
+    // Agreement first (the softmax fusion moves logits in their last bits, so int8 roundings can differ).
+    let (mut same, mut worst) = (0usize, 0f32);
+    for line in &lines {
+        let input = Input::single(line);
+        let (a, b) = (fused.classify_with(&input, default)?, plain.classify_with(&input, default)?);
+        same += usize::from(a.exit_layer == b.exit_layer && a.label == b.label);
+        let (a, b) = (fused.run_all_exits(&input)?, plain.run_all_exits(&input)?);
+        for (x, y) in a.logits.iter().flatten().zip(b.logits.iter().flatten()) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    println!(
+        "\nagreement at the default τ: same exit layer and label on {same} of {} inputs ({:.2} %); max |Δlogit| over every exit {worst:.3e}",
+        lines.len(),
+        100.0 * same as f64 / lines.len() as f64
+    );
     println!("\nwhole inputs: {} lines of {}, ms per input (tokenization included)", lines.len(), data.display());
     println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>7}", "", "plain p50", "fused p50", "plain mean", "fused mean", "ratio");
     // Full depth as `cosee-edge bench` runs it: every layer and every exit.

@@ -82,7 +82,7 @@ impl Backend for TractBackend {
     /// Builds every stage's plan (parse, fix input facts, check shapes against the manifest, optimize with our
     /// fused operators) once.
     fn load(package: &Package) -> Result<Self, LoadError> {
-        Self::load_with(package, Fusion::All)
+        Self::load_with(package, Fusion::ALL)
     }
 
     fn num_layers(&self) -> usize {
