@@ -1,8 +1,9 @@
 //! The runtime's load-time operator fusion (`runtime/src/fused/`) against the plain graphs.
 //!
 //! * Every int8 package form the exporter writes gets its per-token quantizations fused (four per layer: the layer
-//!   input, the attention output, the FFN input and the GELU output), and with that fusion alone the plans give the
-//!   same logits, bit for bit, at every exit.
+//!   input, the attention output, the FFN input and the GELU output), and the default (`Sequential`) rescale form
+//!   its int8 output stages too (one per linear layer); with those exact fusions alone the plans give the same
+//!   logits, bit for bit, at every exit.
 //! * The softmax fusion replaces the attention softmax of fused-numerics packages (one per layer) and moves logits
 //!   only in their last bits: exit layers and labels stay those of the plain graphs. Portable-numerics packages
 //!   have no softmax operator, so with every fusion they still answer bit for bit — and so do x86 and aarch64.
@@ -89,8 +90,13 @@ fn every_int8_form_fuses_its_quantizations_bit_for_bit() {
         let (fused, plain) = (engine(&package, QUANTIZE_ONLY), engine(&package, Fusion::NONE));
         let layers = fused.num_layers();
         // Q, K and V share one quantization of the layer input whether or not they are one matmul.
-        assert_eq!(fused.backend().fused().quantizers, 4 * layers, "{options:?}");
-        assert_eq!(plain.backend().fused().quantizers, 0);
+        let counts = fused.backend().fused();
+        assert_eq!(counts.quantizers, 4 * layers, "{options:?}");
+        // Q, K, V, attention output, FFN in and out each end in their own output stage (a fused QKV matmul's
+        // output is split before it).
+        let rescales = if options.rescale == Int8Rescale::Sequential { 6 * layers } else { 0 };
+        assert_eq!(counts.rescales, rescales, "{options:?}");
+        assert_eq!(plain.backend().fused(), Default::default());
         assert_eq!(max_difference(&fused, &plain), 0.0, "{options:?}");
     }
 }
@@ -124,6 +130,7 @@ fn the_shipped_model_fuses_and_answers_as_before() {
     let plain = engine(&shipped, Fusion::NONE);
     let quantized = engine(&shipped, QUANTIZE_ONLY);
     assert_eq!(quantized.backend().fused().quantizers, 4 * quantized.num_layers());
+    assert_eq!(quantized.backend().fused().rescales, 6 * quantized.num_layers());
     assert_eq!(max_difference(&quantized, &plain), 0.0);
     let fused = engine(&shipped, Fusion::ALL);
     assert_eq!(fused.backend().fused().softmaxes, fused.num_layers());

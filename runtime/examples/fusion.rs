@@ -73,10 +73,13 @@ fn main() -> Result<()> {
     };
     let (fused, fused_load) = load(Fusion::ALL)?;
     let (plain, plain_load) = load(Fusion::NONE)?;
+    let counts = fused.backend().fused();
     println!(
-        "{}: {} per-token quantizations fused; load {:.0} ms fused, {:.0} ms plain",
+        "{}: fused {} per-token quantizations, {} int8 output stages, {} softmaxes; load {:.0} ms fused, {:.0} ms plain",
         dir.display(),
-        fused.backend().fused().quantizers,
+        counts.quantizers,
+        counts.rescales,
+        counts.softmaxes,
         fused_load,
         plain_load
     );

@@ -1,11 +1,12 @@
 //! Load-time rewrites of a package's standard ONNX stage graphs into faster tract operators of our own.
 //!
 //! The package files stay standard ONNX (ONNX Runtime runs them, and a package exported before these rewrites
-//! gets them without re-export); only the plan tract builds at load differs. The quantization rewrite computes
-//! bit for bit what the subgraph it replaces computes; the softmax rewrite changes the last bits of the attention
+//! gets them without re-export); only the plan tract builds at load differs. The quantization and rescale
+//! rewrites compute bit for bit what the subgraphs they replace compute; the softmax rewrite changes the last bits of the attention
 //! probabilities (see [`softmax`]). `tests/fused_stages.rs` checks both against the plain graphs.
 
 pub mod quantize;
+pub mod rescale;
 pub mod softmax;
 
 use tract_onnx::prelude::{TractResult, TypedModel};
@@ -14,7 +15,8 @@ use tract_onnx::prelude::{TractResult, TypedModel};
 /// the graphs as they are (for measuring the rewrites, and for checking them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fusion {
-    /// Per-token int8 quantizations into [`quantize::QuantizePerToken`] (exact).
+    /// Per-token int8 quantizations into [`quantize::QuantizePerToken`], and the int8 output stage after each
+    /// int8 matmul into [`rescale::RescaleInt8`] (both exact).
     pub quantize: bool,
     /// f32 last-axis softmaxes into [`softmax::RowSoftmax`] (last-bit differences).
     pub softmax: bool,
@@ -36,6 +38,8 @@ impl Default for Fusion {
 pub struct Fused {
     /// Per-token quantizations now one [`quantize::QuantizePerToken`] each.
     pub quantizers: usize,
+    /// int8 output stages (Cast, ·w_scale, ·x_scale, +bias) now one [`rescale::RescaleInt8`] each.
+    pub rescales: usize,
     /// Softmaxes now [`softmax::RowSoftmax`].
     pub softmaxes: usize,
 }
@@ -43,7 +47,11 @@ pub struct Fused {
 impl std::ops::Add for Fused {
     type Output = Self;
     fn add(self, other: Self) -> Self {
-        Self { quantizers: self.quantizers + other.quantizers, softmaxes: self.softmaxes + other.softmaxes }
+        Self {
+            quantizers: self.quantizers + other.quantizers,
+            rescales: self.rescales + other.rescales,
+            softmaxes: self.softmaxes + other.softmaxes,
+        }
     }
 }
 
@@ -52,6 +60,7 @@ pub fn apply(model: &mut TypedModel, fusion: Fusion) -> TractResult<Fused> {
     let mut fused = Fused::default();
     if fusion.quantize {
         fused.quantizers = quantize::fuse(model)?;
+        fused.rescales = rescale::fuse(model)?;
     }
     if fusion.softmax {
         fused.softmaxes = softmax::fuse(model)?;
