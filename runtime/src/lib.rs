@@ -16,6 +16,8 @@ pub mod answer;
 pub mod backend;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod lines;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
@@ -34,6 +36,7 @@ pub mod bench;
 pub mod controller;
 pub mod power;
 pub mod profile;
+pub mod serving;
 pub mod tune;
 
 pub use glue::{Example, Task};
