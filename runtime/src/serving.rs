@@ -288,3 +288,41 @@ pub fn classify_controlled<P: PowerProbe>(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn energy(threshold: f32) -> ExitPolicy {
+        ExitPolicy { signal: ExitSignal::Energy, threshold }
+    }
+
+    #[test]
+    fn fixed_policy_overrides_and_refuses_like_the_cli() {
+        let flag = |f: &str| format!("--{f}");
+        assert_eq!(fixed_policy(energy(0.2), None, None, 6, flag), Ok(energy(0.2)));
+        assert_eq!(fixed_policy(energy(0.2), None, Some(0.0), 6, flag), Ok(energy(0.0)));
+        let softmax = fixed_policy(energy(0.2), Some(ExitSignal::MaxSoftmax), Some(0.9), 6, flag).unwrap();
+        assert_eq!(softmax, ExitPolicy { signal: ExitSignal::MaxSoftmax, threshold: 0.9 });
+        // The default τ belongs to the default signal.
+        let e = fixed_policy(energy(0.2), Some(ExitSignal::Entropy), None, 6, flag).unwrap_err().to_string();
+        assert_eq!(e, "--signal entropy differs from the package's signal (energy): give --threshold too");
+        let e = fixed_policy(energy(0.2), None, Some(1.5), 6, str::to_string).unwrap_err().to_string();
+        assert!(e.starts_with("threshold") && e.contains("out of range"), "{e}");
+        // Patience counts layers: at most the package's depth.
+        assert!(fixed_policy(energy(0.2), Some(ExitSignal::Patience), Some(7.0), 6, flag).is_err());
+        assert!(fixed_policy(energy(0.2), Some(ExitSignal::Patience), Some(3.0), 6, flag).is_ok());
+    }
+
+    #[test]
+    fn options_are_checked_before_the_package_is_loaded() {
+        let flag = |f: &str| format!("--{}", f.replace('_', "-"));
+        assert!(ServeOptions::default().check(flag).is_ok());
+        let bad = ServeOptions { budget_ms: Some(0.0), ..ServeOptions::default() };
+        assert!(bad.check(flag).unwrap_err().to_string().starts_with("--budget-ms"));
+        let bad = ServeOptions { percentile: Some(101.0), ..ServeOptions::default() };
+        assert!(bad.check(flag).unwrap_err().to_string().starts_with("--percentile"));
+        let bad = ServeOptions { min_samples: 0, ..ServeOptions::default() };
+        assert!(bad.check(flag).unwrap_err().to_string().starts_with("--min-samples"));
+    }
+}
