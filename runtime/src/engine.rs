@@ -62,6 +62,12 @@ impl<B: Backend> Engine<B> {
         Ok(Self { package, backend })
     }
 
+    /// An engine on a backend already loaded from `package` (one built with options of its own, such as
+    /// [`TractBackend::load_with`]).
+    pub fn from_parts(package: Package, backend: B) -> Self {
+        Self { package, backend }
+    }
+
     pub fn backend(&self) -> &B {
         &self.backend
     }

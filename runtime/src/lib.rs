@@ -16,6 +16,7 @@ pub mod answer;
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod fused;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod lines;

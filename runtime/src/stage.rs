@@ -3,6 +3,7 @@
 //! runnable once, at load. The ONNX details of the runtime stay in this module.
 
 use crate::error::LoadError;
+use crate::fused::{self, Fusion};
 use crate::manifest::io_names;
 use std::path::Path;
 use tract_onnx::prelude::*;
@@ -49,6 +50,8 @@ pub(crate) struct Shapes {
 #[derive(Debug, Clone)]
 pub(crate) struct StagePlan {
     pub file: String,
+    /// What the load-time rewrites replaced in this stage's graph.
+    pub fused: fused::Fused,
     plan: Arc<TypedSimplePlan>,
     order: TVec<usize>,
 }
@@ -58,8 +61,8 @@ impl StagePlan {
     /// panics instead of failing (a raw tensor of a data type it cannot hold is `unimplemented!`, found by
     /// tests/fuzz/package.rs). A package is outside data, so such a panic is caught here and the file refused like
     /// any other unusable graph.
-    pub fn load(path: &Path, kind: StageKind, shapes: Shapes) -> Result<Self, LoadError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load_unguarded(path, kind, shapes)))
+    pub fn load(path: &Path, kind: StageKind, shapes: Shapes, fusion: Fusion) -> Result<Self, LoadError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load_unguarded(path, kind, shapes, fusion)))
             .unwrap_or_else(|payload| {
                 let message = payload
                     .downcast_ref::<&str>()
@@ -73,7 +76,7 @@ impl StagePlan {
             })
     }
 
-    fn load_unguarded(path: &Path, kind: StageKind, shapes: Shapes) -> Result<Self, LoadError> {
+    fn load_unguarded(path: &Path, kind: StageKind, shapes: Shapes, fusion: Fusion) -> Result<Self, LoadError> {
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let display = path.display().to_string();
         let invalid = |e: TractError| LoadError::InvalidGraph { path: display.clone(), message: format!("{e:#}") };
@@ -117,7 +120,7 @@ impl StagePlan {
         };
         model.select_output_outlets(&[outputs[at]]).map_err(invalid)?;
 
-        let typed = model.into_typed().map_err(invalid)?;
+        let mut typed = model.into_typed().map_err(invalid)?;
         let expected: TVec<TDim> = match kind {
             StageKind::Exit => tvec![1.to_dim(), shapes.labels.to_dim()],
             _ => hidden.clone(),
@@ -131,8 +134,18 @@ impl StagePlan {
                 found: format!("{:?} {}", out.datum_type, shape_string(out.shape.dims())),
             });
         }
-        let plan = typed.into_optimized().map_err(invalid)?.into_runnable().map_err(invalid)?;
-        Ok(Self { file, plan, order })
+        // tract's own optimization in its two halves, our rewrites between them: they match the decluttered
+        // operators (`x / s` is `x · Recip(s)` by then) and must run before codegen picks kernels.
+        typed.declutter().map_err(invalid)?;
+        let fused = fused::apply(&mut typed, fusion).map_err(invalid)?;
+        typed.optimize().map_err(invalid)?;
+        let plan = typed.into_runnable().map_err(invalid)?;
+        Ok(Self { file, fused, plan, order })
+    }
+
+    /// The optimized plan (for profiling tools; inputs in the graph's own order).
+    pub fn plan(&self) -> &Arc<TypedSimplePlan> {
+        &self.plan
     }
 
     /// Runs the stage on its inputs given in [`StageKind::inputs`] order; returns its single output.

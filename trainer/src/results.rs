@@ -25,6 +25,9 @@ pub struct RunResult {
     pub epsilon: f64,
     /// Examples per optimizer step.
     pub batch_size: usize,
+    /// The encoder's peak learning rate (absent in records from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
     /// Trained with zero-sum logits (`--centered-logits`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub centered_logits: bool,
@@ -85,6 +88,7 @@ impl RunResult {
             alpha: config.objective.alpha,
             epsilon: config.objective.epsilon,
             batch_size: config.batch_size,
+            learning_rate: Some(config.learning_rate),
             centered_logits: config.centered_logits,
             holdout_fraction: config.holdout_fraction,
             metric: metric.to_string(),
@@ -171,11 +175,25 @@ pub fn group_name(run: &RunResult) -> String {
     name
 }
 
-/// Groups runs by [`group_name`] (in order of first appearance) and summarises each group.
+/// Each run's group: its [`group_name`], and its recipe (batch size, learning rate) where the runs given were
+/// not all trained with the same one (a recipe probe), so that runs of other recipes are never averaged together.
+fn group_names(runs: &[RunResult]) -> Vec<String> {
+    let recipe = |r: &RunResult| (r.batch_size, r.learning_rate);
+    let recipes_differ = runs.windows(2).any(|w| recipe(&w[0]) != recipe(&w[1]));
+    runs.iter()
+        .map(|r| match (recipes_differ, r.learning_rate) {
+            (true, Some(lr)) => format!("{} · bs {} lr {lr:e}", group_name(r), r.batch_size),
+            (true, None) => format!("{} · bs {}", group_name(r), r.batch_size),
+            _ => group_name(r),
+        })
+        .collect()
+}
+
+/// Groups runs by [`group_names`] (in order of first appearance) and summarises each group.
 pub fn summarize(runs: &[RunResult]) -> Vec<ObjectiveSummary> {
-    let mut order: Vec<String> = Vec::new();
-    for r in runs {
-        let name = group_name(r);
+    let names = group_names(runs);
+    let mut order: Vec<&String> = Vec::new();
+    for name in &names {
         if !order.contains(&name) {
             order.push(name);
         }
@@ -183,7 +201,7 @@ pub fn summarize(runs: &[RunResult]) -> Vec<ObjectiveSummary> {
     order
         .into_iter()
         .filter_map(|name| {
-            let group: Vec<&RunResult> = runs.iter().filter(|r| group_name(r) == name).collect();
+            let group: Vec<&RunResult> = runs.iter().zip(&names).filter(|(_, n)| *n == name).map(|(r, _)| r).collect();
             let full_depth = Spread::of(&group.iter().map(|r| r.full_depth).collect::<Vec<_>>())?;
             let at_speedup = REPORTED_SPEEDUPS
                 .iter()
@@ -193,7 +211,7 @@ pub fn summarize(runs: &[RunResult]) -> Vec<ObjectiveSummary> {
                     (s, if values.len() == group.len() { Spread::of(&values) } else { None })
                 })
                 .collect();
-            Some(ObjectiveSummary { name, full_depth, at_speedup })
+            Some(ObjectiveSummary { name: name.clone(), full_depth, at_speedup })
         })
         .collect()
 }
@@ -244,6 +262,7 @@ pub(crate) fn example_run(objective: &str, seed: u64) -> RunResult {
         alpha: 0.01,
         epsilon: 0.3,
         batch_size: 32,
+        learning_rate: Some(5e-5),
         centered_logits: false,
         holdout_fraction: Some(0.05),
         metric: "accuracy".into(),
@@ -337,6 +356,23 @@ mod tests {
         assert_eq!(group_name(&centered), "osc α 0.01 centered · 1 ep");
         centered.device = Some("cpu".into());
         assert_eq!(group_name(&centered), "osc α 0.01 centered · 1 ep", "the CPU is the default, not named");
+        // A recipe probe: runs of another batch size or learning rate form their own group, named by its recipe.
+        let mut fast = run("cosee", 3, 0.80, Some(0.80));
+        fast.learning_rate = Some(1e-4);
+        let mut large = fast.clone();
+        large.batch_size = 128;
+        let probe = [runs.clone(), vec![fast, large]].concat();
+        let names: Vec<String> = summarize(&probe).into_iter().map(|g| g.name).collect();
+        let cosee = "cosee β0 1 α 0.01 · 1 ep";
+        assert_eq!(
+            names,
+            [
+                format!("{cosee} · bs 32 lr 5e-5"),
+                "conventional · 1 ep · bs 32 lr 5e-5".into(),
+                format!("{cosee} · bs 32 lr 1e-4"),
+                format!("{cosee} · bs 128 lr 1e-4")
+            ]
+        );
         let table = markdown_table(&runs);
         assert!(
             table.contains("| cosee β0 1 α 0.01 · 1 ep | 2 | 90.00 (90.00–90.00) | – | 89.00 (88.00–90.00) |"),

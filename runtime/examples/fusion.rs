@@ -1,0 +1,178 @@
+//! What the load-time operator fusion (`src/fused/`) buys: the same package loaded with and without it, timed side
+//! by side, interleaved, one thread, batch 1.
+//!
+//! `cargo run --release -p cosee-runtime --example fusion -- PACKAGE_DIR [--data TSV] [--runs N]`
+//!
+//! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating.
+//! 2. Whole inputs (the lines of `--data`, SST-2 dev format; default the committed tests/data/sst2-dev-40.tsv):
+//!    median and mean ms per input at the package's default τ and at full depth, each input through every
+//!    configuration in turn.
+//!
+//!    Before the timing: on how many of those inputs the two give the same exit layer and label at the default τ,
+//!    and the largest logit difference over every exit.
+//! 3. With `--profile`: layer 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation, wrapped),
+//!    mean ms per run summed by operator name.
+//!
+//! Medians of interleaved runs, because the machine is shared: ratios within one run are the reliable part.
+
+use anyhow::{bail, Context, Result};
+use cosee_runtime::fused::Fusion;
+use cosee_runtime::{Backend, Engine, Input, Package, TractBackend};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::{eval, SimpleState};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Mean milliseconds per run spent in each operator (by name) of a layer plan.
+fn profile(plan: &Arc<TypedSimplePlan>, hidden: &TValue, mask: &TValue, runs: usize) -> Result<BTreeMap<String, f64>> {
+    let mut by_op: BTreeMap<String, f64> = BTreeMap::new();
+    for _ in 0..runs {
+        let mut state = SimpleState::new(plan)?;
+        state.run_plan_with_eval(tvec!(hidden.clone(), mask.clone()), |ctx, op_state, node, input| {
+            let start = Instant::now();
+            let out = eval(ctx, op_state, node, input);
+            *by_op.entry(node.op().name().to_string()).or_default() += start.elapsed().as_secs_f64() * 1e3;
+            out
+        })?;
+    }
+    by_op.values_mut().for_each(|ms| *ms /= runs as f64);
+    Ok(by_op)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut package_dir = None;
+    let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/sst2-dev-40.tsv"));
+    let mut runs = 200usize;
+    let mut with_profile = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--profile" => with_profile = true,
+            "--data" => data = args.next().context("--data needs a file")?.into(),
+            "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
+            _ if package_dir.is_none() => package_dir = Some(PathBuf::from(a)),
+            _ => bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile]"),
+        }
+    }
+    let dir = package_dir.context("usage: fusion PACKAGE_DIR [--data TSV] [--runs N]")?;
+    let load = |fusion| -> Result<(Engine, f64)> {
+        let start = Instant::now();
+        let package = Package::open(&dir)?;
+        let backend = TractBackend::load_with(&package, fusion)?;
+        Ok((Engine::from_parts(package, backend), start.elapsed().as_secs_f64() * 1e3))
+    };
+    let (fused, fused_load) = load(Fusion::ALL)?;
+    let (plain, plain_load) = load(Fusion::NONE)?;
+    println!(
+        "{}: {} per-token quantizations fused; load {:.0} ms fused, {:.0} ms plain",
+        dir.display(),
+        fused.backend().fused().quantizers,
+        fused_load,
+        plain_load
+    );
+
+    println!("\none layer (layer 1), median ms of {runs} interleaved runs");
+    println!("{:>8} {:>9} {:>9} {:>7}", "tokens", "plain", "fused", "ratio");
+    let word = "good ";
+    for tokens in [16usize, 32, 64, 128] {
+        // [CLS] + words + [SEP]: a text of tokens − 2 one-token words.
+        let text = word.repeat(tokens - 2);
+        let input = Input::single(text.trim_end());
+        let mut times = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
+        for round in 0..runs + 10 {
+            for (k, engine) in [&plain, &fused].into_iter().enumerate() {
+                let encoded = engine.encode(&input)?;
+                let (hidden, mask) = engine.backend().embed(&encoded)?;
+                let start = Instant::now();
+                engine.backend().layer(1, hidden, &mask)?;
+                if round >= 10 {
+                    times[k].push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let [p, f] = times.map(median);
+        println!("{tokens:>8} {p:>9.3} {f:>9.3} {:>6.2}×", p / f);
+    }
+
+    if with_profile {
+        for tokens in [16usize, 64] {
+            let text = word.repeat(tokens - 2);
+            let input = Input::single(text.trim_end());
+            let mut columns = Vec::new();
+            for engine in [&plain, &fused] {
+                let (hidden, mask) = engine.backend().embed(&engine.encode(&input)?)?;
+                columns.push(profile(engine.backend().layer_plan(1), &hidden, &mask, runs)?);
+            }
+            println!("\nprofile of layer 1, {tokens} tokens: mean ms per run by operator");
+            println!("{:<40} {:>9} {:>9}", "operator", "plain", "fused");
+            let mut names: Vec<&String> = columns.iter().flat_map(|c| c.keys()).collect();
+            names.sort_by(|a, b| {
+                let ms = |n: &String| columns.iter().map(|c| c.get(n).copied().unwrap_or(0.0)).fold(0.0, f64::max);
+                ms(b).total_cmp(&ms(a))
+            });
+            names.dedup();
+            for name in names {
+                let cell = |c: &BTreeMap<String, f64>| c.get(name).map_or("–".into(), |ms| format!("{ms:.3}"));
+                println!("{name:<40} {:>9} {:>9}", cell(&columns[0]), cell(&columns[1]));
+            }
+            let total = |c: &BTreeMap<String, f64>| c.values().sum::<f64>();
+            println!("{:<40} {:>9.3} {:>9.3}", "total", total(&columns[0]), total(&columns[1]));
+        }
+    }
+
+    let text = std::fs::read_to_string(&data).with_context(|| format!("reading {}", data.display()))?;
+    let lines: Vec<&str> =
+        text.lines().skip(1).filter_map(|l| l.split('\t').next()).filter(|s| !s.is_empty()).collect();
+    let default = fused.default_policy();
+    // Agreement first (the softmax fusion moves logits in their last bits, so int8 roundings can differ).
+    let (mut same, mut worst) = (0usize, 0f32);
+    for line in &lines {
+        let input = Input::single(line);
+        let (a, b) = (fused.classify_with(&input, default)?, plain.classify_with(&input, default)?);
+        same += usize::from(a.exit_layer == b.exit_layer && a.label == b.label);
+        let (a, b) = (fused.run_all_exits(&input)?, plain.run_all_exits(&input)?);
+        for (x, y) in a.logits.iter().flatten().zip(b.logits.iter().flatten()) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    println!(
+        "\nagreement at the default τ: same exit layer and label on {same} of {} inputs ({:.2} %); max |Δlogit| over every exit {worst:.3e}",
+        lines.len(),
+        100.0 * same as f64 / lines.len() as f64
+    );
+    println!("\nwhole inputs: {} lines of {}, ms per input (tokenization included)", lines.len(), data.display());
+    println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>7}", "", "plain p50", "fused p50", "plain mean", "fused mean", "ratio");
+    // Full depth as `cosee-edge bench` runs it: every layer and every exit.
+    for (name, policy) in [("default τ", Some(default)), ("full depth", None)] {
+        let mut times = [Vec::new(), Vec::new()];
+        for round in 0..3 {
+            for line in &lines {
+                for (k, engine) in [&plain, &fused].into_iter().enumerate() {
+                    let input = Input::single(line);
+                    let start = Instant::now();
+                    match policy {
+                        Some(policy) => drop(engine.classify_with(&input, policy)?),
+                        None => drop(engine.run_all_exits(&input)?),
+                    }
+                    if round > 0 {
+                        times[k].push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+        }
+        let (pm, fm) = (mean(&times[0]), mean(&times[1]));
+        let [p, f] = times.map(median);
+        println!("{name:<22} {p:>9.3} {f:>9.3} {pm:>9.3} {fm:>9.3} {:>6.2}×", pm / fm);
+    }
+    Ok(())
+}
