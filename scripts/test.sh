@@ -12,3 +12,9 @@ export LIBTORCH
 scripts/setup-python.sh
 
 cargo test --release --workspace --all-targets "$@"
+
+# The Python package: its wheel built from the same target directory, installed into a fresh venv, pytest there.
+# Only the full run: a filtered run (arguments) is a developer's look at some cargo tests.
+if [ "$#" -eq 0 ]; then
+  scripts/python-wheel.sh
+fi

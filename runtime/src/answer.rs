@@ -143,6 +143,25 @@ impl fmt::Display for Answer {
     }
 }
 
+/// One answer as the CLI's JSON lines and the HTTP API give it: the answer's fields, or `error` for an input that
+/// failed, plus the 1-based `input` number it answers. The one place where an answer becomes a JSON object.
+pub fn json_object(number: usize, result: &Result<Answer, String>) -> serde_json::Map<String, serde_json::Value> {
+    let mut object = match result {
+        Ok(answer) => match serde_json::to_value(answer) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::from_iter([("error".to_string(), "cannot serialize the answer".into())]),
+        },
+        Err(message) => serde_json::Map::from_iter([("error".to_string(), message.as_str().into())]),
+    };
+    object.insert("input".into(), number.into());
+    object
+}
+
+/// [`json_object`] as one line of text (no newline): what `classify` and `serve` print per input.
+pub fn json_line(number: usize, result: &Result<Answer, String>) -> String {
+    serde_json::Value::Object(json_object(number, result)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

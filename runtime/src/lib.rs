@@ -17,6 +17,8 @@ pub mod backend;
 pub mod engine;
 pub mod error;
 pub mod fused;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod lines;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
@@ -35,6 +37,7 @@ pub mod bench;
 pub mod controller;
 pub mod power;
 pub mod profile;
+pub mod serving;
 pub mod tune;
 
 pub use glue::{Example, Task};

@@ -143,8 +143,10 @@ impl TextTokenizer {
         self.pair_task
     }
 
-    /// Tokenizes one input: `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, at most `max_len` tokens, no padding.
-    pub fn encode(&self, input: &Input) -> Result<Encoded, InputError> {
+    /// Refuses an input this model cannot take (a pair for a single-text task or the reverse, an empty or
+    /// whitespace-only text) without tokenizing it: the checks [`Self::encode`] starts with, for a caller that
+    /// validates a whole request before it runs any of it (the HTTP API). Returns the pair's second text.
+    pub fn check<'a>(&self, input: &Input<'a>) -> Result<Option<&'a str>, InputError> {
         let second = match (self.pair_task, input.pair) {
             (true, Some(b)) => Some(b),
             (false, None) => None,
@@ -161,6 +163,12 @@ impl TextTokenizer {
         if let Some(b) = second {
             check_text(b)?;
         }
+        Ok(second)
+    }
+
+    /// Tokenizes one input: `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, at most `max_len` tokens, no padding.
+    pub fn encode(&self, input: &Input) -> Result<Encoded, InputError> {
+        let second = self.check(input)?;
 
         let mut first = self.segment(input.text, 0, self.max_len)?;
         let mut pair = second.map(|b| self.segment(b, 1, self.max_len).map(|s| (b, s))).transpose()?;

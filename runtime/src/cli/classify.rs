@@ -12,6 +12,7 @@
 use super::{json_line, UsageError, EXIT_INPUT_ERRORS, EXIT_OK};
 use anyhow::Context;
 use cosee_runtime::power::{DEFAULT_POWER_ROOT, DEFAULT_THERMAL_ROOT};
+use cosee_runtime::serving;
 use cosee_runtime::settings;
 use cosee_runtime::tune::RuntimeConfig;
 use cosee_runtime::{Answer, Engine, ExitPolicy, ExitSignal, Input, LineReader, RunError};
@@ -126,6 +127,8 @@ fn controlled(args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow::Result<Opti
         power_root: DEFAULT_POWER_ROOT.into(),
         thermal_root: DEFAULT_THERMAL_ROOT.into(),
         power_poll_ms: super::serve::DEFAULT_POWER_POLL_MS,
+        #[cfg(feature = "http")]
+        http: super::http::Args::default(),
     }))
 }
 
@@ -139,19 +142,9 @@ fn policy(engine: &Engine, args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow
         }
         _ => engine.default_policy(),
     };
-    let signal = args.signal.unwrap_or(default.signal);
-    let threshold = match args.threshold {
-        Some(t) => signal.check_threshold("--threshold", t, layers).map_err(UsageError::from)?,
-        None if signal != default.signal => {
-            return Err(UsageError(format!(
-                "--signal {signal} differs from the package's signal ({}): give --threshold too",
-                default.signal
-            ))
-            .into())
-        }
-        None => default.threshold,
-    };
-    Ok(ExitPolicy { signal, threshold })
+    let flag = |field: &str| format!("--{field}");
+    Ok(serving::fixed_policy(default, args.signal, args.threshold, engine.num_layers(), flag)
+        .map_err(|e| UsageError(e.to_string()))?)
 }
 
 fn classify(engine: &Engine, input: Input, policy: ExitPolicy) -> Result<Answer, String> {

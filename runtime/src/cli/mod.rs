@@ -3,11 +3,12 @@
 
 pub mod bench;
 pub mod classify;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod serve;
 pub mod tune;
 
 use cosee_runtime::settings::OutOfRange;
-use cosee_runtime::Answer;
 use std::process::ExitCode;
 
 /// Every input answered.
@@ -59,16 +60,6 @@ pub fn fatal(e: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// One JSON line of `classify` (stdin or `--json`) and `serve`: the answer's fields, or `error`, plus the 1-based
-/// `input` number it answers.
-pub fn json_line(number: usize, result: &Result<Answer, String>) -> String {
-    let mut object = match result {
-        Ok(answer) => match serde_json::to_value(answer) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::from_iter([("error".to_string(), "cannot serialize the answer".into())]),
-        },
-        Err(message) => serde_json::Map::from_iter([("error".to_string(), message.as_str().into())]),
-    };
-    object.insert("input".into(), number.into());
-    serde_json::Value::Object(object).to_string()
-}
+/// One JSON line of `classify` (stdin or `--json`) and `serve`: the library's one serializer of answers, shared with
+/// the HTTP API.
+pub use cosee_runtime::answer::json_line;

@@ -1,28 +1,29 @@
-//! `cosee-edge serve --model PKG [--config FILE] [--budget-ms X] [--power-root DIR] [--thermal-root DIR]`
+//! `cosee-edge serve --model PKG [--config FILE] [--budget-ms X] [--power-root DIR] [--thermal-root DIR] [--http ADDR]`
 //!
 //! A long-running mode: one input per stdin line (a pair as `first<TAB>second`), one JSON answer per stdout line,
 //! flushed as each is answered. Between requests the threshold controller moves τ along the package's calibration
 //! table to hold the latency budget and to save energy on battery or when hot; every change is written to stderr
 //! with its reason. A line that cannot be classified (one longer than [`cosee_runtime::MAX_LINE_BYTES`] = 1 MiB
 //! among them, skipped without being held) answers `{"input": n, "error": …}` and serving goes on.
+//!
+//! With `--http ADDR` the same answers come from the local HTTP API instead ([`cosee_runtime::http`],
+//! docs/http.md), under the same controller; stdin is not read.
 
 use super::{json_line, UsageError, EXIT_INPUT_ERRORS, EXIT_OK};
 use anyhow::Context;
-use cosee_runtime::controller::{self, Controller, ControllerConfig, Ladder};
-use cosee_runtime::power::{PowerMonitor, SysfsProbe, DEFAULT_POWER_ROOT, DEFAULT_THERMAL_ROOT};
-use cosee_runtime::profile::DeviceProfile;
-use cosee_runtime::settings;
-use cosee_runtime::tune::{self, RuntimeConfig};
-use cosee_runtime::{Engine, ExitPolicy, Input, LineReader};
+use cosee_runtime::power::{DEFAULT_POWER_ROOT, DEFAULT_THERMAL_ROOT};
+use cosee_runtime::serving::{self, ServeError, ServeOptions, ThresholdControl};
+use cosee_runtime::{Engine, Input, LineReader};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Requests between two decisions of the latency rule, unless told otherwise.
-pub const DEFAULT_MIN_SAMPLES: usize = 32;
+pub const DEFAULT_MIN_SAMPLES: usize = serving::DEFAULT_MIN_SAMPLES;
 /// How often battery and temperature are read, milliseconds, unless told otherwise.
-pub const DEFAULT_POWER_POLL_MS: u64 = 5000;
+pub const DEFAULT_POWER_POLL_MS: u64 = serving::DEFAULT_POWER_POLL.as_millis() as u64;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,109 +57,81 @@ pub struct Args {
     /// How often to read battery and temperature, milliseconds.
     #[arg(long, default_value_t = DEFAULT_POWER_POLL_MS, value_name = "MS")]
     pub power_poll_ms: u64,
+    #[cfg(feature = "http")]
+    #[command(flatten)]
+    pub http: super::http::Args,
+}
+
+impl Args {
+    fn options(&self) -> ServeOptions {
+        ServeOptions {
+            config: self.config.clone(),
+            budget_ms: self.budget_ms,
+            percentile: self.percentile,
+            threshold: self.threshold,
+            profile: self.profile.clone(),
+            min_samples: self.min_samples,
+            power_root: self.power_root.clone(),
+            thermal_root: self.thermal_root.clone(),
+            power_poll: Duration::from_millis(self.power_poll_ms),
+        }
+    }
+}
+
+/// `--budget-ms` for the field `budget_ms`.
+fn flag(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The flags that do not depend on the package, before it is loaded (and before any input is read).
-    if let Some(budget) = args.budget_ms {
-        settings::budget_ms("--budget-ms", budget).map_err(UsageError::from)?;
-    }
-    if let Some(q) = args.percentile {
-        settings::percentile("--percentile", q).map_err(UsageError::from)?;
-    }
-    controller::min_samples("--min-samples", args.min_samples).map_err(UsageError::from)?;
+    let options = args.options();
+    options.check(flag).map_err(UsageError::from)?;
+    #[cfg(feature = "http")]
+    let http = args.http.config()?;
     let engine = Engine::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
-    let manifest = engine.manifest();
-    let layers = Some(manifest.num_layers);
-    if let Some(t) = args.threshold {
-        manifest.signal.name.check_threshold("--threshold", t, layers).map_err(UsageError::from)?;
+    let control = ThresholdControl::new(engine.manifest(), &options, flag).map_err(|e| match e {
+        ServeError::Setting(e) => anyhow::Error::from(UsageError::from(e)),
+        e => e.into(),
+    })?;
+    for note in control.notes() {
+        eprintln!("cosee-edge serve: {note}");
     }
-    let file = args.config.as_deref().map(RuntimeConfig::read).transpose()?;
-    if let (Some(f), Some(path)) = (&file, &args.config) {
-        f.check(&path.display().to_string(), layers)?;
-    }
-    if let Some(f) = &file {
-        if f.signal != manifest.signal.name {
-            anyhow::bail!(
-                "{}: tuned for signal {}, but the package exits on {}",
-                args.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-                f.signal,
-                manifest.signal.name
-            );
-        }
-    }
-    let configured = args.threshold.or(file.as_ref().map(|f| f.threshold)).unwrap_or(manifest.default_threshold);
-    let config = ControllerConfig {
-        budget_ms: args.budget_ms.or(file.as_ref().and_then(|f| f.budget_ms)),
-        percentile: args.percentile.or(file.as_ref().map(|f| f.percentile)).unwrap_or(95.0),
-        min_samples: args.min_samples,
-        ..ControllerConfig::default()
-    };
-    let mut ladder = Ladder::from_manifest(manifest);
-    if let (Some(path), Some(cal)) = (&args.profile, &manifest.calibration) {
-        let profile = DeviceProfile::read(path)?;
-        let preds = tune::predict_all(&profile, cal, manifest.num_layers, &profile.token_counts, config.percentile)?;
-        ladder = ladder
-            .with_predictions(|tau| preds.iter().find(|p| (p.threshold - tau).abs() < 1e-6).map(|p| p.percentile_ms));
-    }
-    if manifest.calibration.is_none() {
-        eprintln!("cosee-edge serve: the package has no calibration table: τ stays at {}", ladder.get(0).threshold);
-    } else if ladder.len() == 1 {
-        eprintln!(
-            "cosee-edge serve: one threshold of the calibration table dominates all others (most accurate and \
-             fastest): τ stays at {}",
-            ladder.get(0).threshold
-        );
-    }
-    let mut controller = Controller::new(ladder, configured, config)?;
-    let mut monitor = PowerMonitor::new(
-        SysfsProbe::new(&args.power_root, &args.thermal_root),
-        Duration::from_millis(args.power_poll_ms),
-    );
+    let state = control.state();
     eprintln!(
         "cosee-edge serve: {} ({} layers), {} τ {} ({} rungs), budget {}",
         args.model.display(),
         engine.num_layers(),
-        controller.signal(),
-        controller.threshold(),
-        controller.ladder().len(),
-        controller
-            .config()
-            .budget_ms
-            .map_or("none".to_string(), |b| format!("p{} ≤ {b} ms", controller.config().percentile))
+        state.signal,
+        state.threshold,
+        state.rungs.len(),
+        state.budget_ms.map_or("none".to_string(), |b| format!("p{} ≤ {b} ms", state.percentile))
     );
+    #[cfg(feature = "http")]
+    if let Some(http) = http {
+        return super::http::run(engine, control, http);
+    }
+    serve_stdin(&engine, &Mutex::new(control))
+}
 
-    let pair_task = manifest.task.is_pair();
+/// One JSON line out per stdin line in, until the end of stdin.
+fn serve_stdin(engine: &Engine, control: &Mutex<ThresholdControl>) -> anyhow::Result<ExitCode> {
+    let pair_task = engine.manifest().task.is_pair();
     let stdin = std::io::stdin();
     let mut lines = LineReader::new(stdin.lock());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let (mut number, mut failed) = (0usize, 0usize);
+    let log = |event: &cosee_runtime::controller::ControllerEvent| eprintln!("cosee-edge serve: {event}");
     while let Some(line) = lines.next_line().context("cannot read stdin")? {
-        // Power is read after the wait for input, so that a request after a long idle sees today's battery.
-        if let Some(reading) = monitor.poll(Instant::now()) {
-            for event in controller.observe_power(&reading) {
-                eprintln!("cosee-edge serve: {event}");
-            }
-        }
         number += 1;
-        let policy = ExitPolicy { signal: controller.signal(), threshold: controller.threshold() };
-        let start = Instant::now();
         let result = line.map_err(|e| e.to_string()).and_then(|text| {
-            engine.classify_with(&Input::from_line(text, pair_task), policy).map_err(|e| e.to_string())
+            serving::classify_controlled(control, engine, &Input::from_line(text, pair_task), log)
+                .map_err(|e| e.to_string())
         });
-        let wall_ms = start.elapsed().as_secs_f64() * 1e3;
         writeln!(out, "{}", json_line(number, &result)).context("cannot write to stdout")?;
         out.flush().context("cannot write to stdout")?;
-        // Failed inputs say nothing about the latency of the model: only answers feed the controller.
-        match result {
-            Ok(_) => {
-                if let Some(change) = controller.record(wall_ms) {
-                    eprintln!("cosee-edge serve: {change}");
-                }
-            }
-            Err(_) => failed += 1,
-        }
+        failed += usize::from(result.is_err());
     }
     Ok(ExitCode::from(if failed == 0 { EXIT_OK } else { EXIT_INPUT_ERRORS }))
 }
