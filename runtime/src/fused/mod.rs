@@ -9,7 +9,8 @@ pub mod quantize;
 pub mod rescale;
 pub mod softmax;
 
-use tract_onnx::prelude::{TractResult, TypedModel};
+use tract_onnx::prelude::{OutletId, TractResult, TypedModel};
+use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 
 /// Which rewrites a plan gets. [`Fusion::ALL`] (the default) is what the engine loads; [`Fusion::NONE`] plans
 /// the graphs as they are (for measuring the rewrites, and for checking them).
@@ -66,4 +67,28 @@ pub fn apply(model: &mut TypedModel, fusion: Fusion) -> TractResult<Fused> {
         fused.softmaxes = softmax::fuse(model)?;
     }
     Ok(fused)
+}
+
+/// Every match of `matched` in the model, in evaluation order (each rewrite collects its occurrences first, then
+/// replaces them all in one patch: they share no node).
+fn occurrences<T>(
+    model: &TypedModel,
+    matched: impl Fn(&TypedModel, usize) -> TractResult<Option<T>>,
+) -> TractResult<Vec<T>> {
+    let mut found = Vec::new();
+    for id in model.eval_order()? {
+        if let Some(f) = matched(model, id)? {
+            found.push(f);
+        }
+    }
+    Ok(found)
+}
+
+/// The two inputs of node `node` if it is a binary `T`.
+fn binary_inputs<T: BinMiniOp>(model: &TypedModel, node: usize) -> Option<[OutletId; 2]> {
+    let node = model.node(node);
+    match (node.op_as::<TypedBinOp>(), node.inputs.as_slice()) {
+        (Some(op), &[a, b]) if op.0.is::<T>() => Some([a, b]),
+        _ => None,
+    }
 }

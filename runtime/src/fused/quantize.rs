@@ -15,7 +15,7 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
+use tract_onnx::tract_core::ops::binary::BinMiniOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
 use tract_onnx::tract_core::ops::math::{Abs, Max, Mul, Recip, RoundHalfToEven};
@@ -145,12 +145,7 @@ impl TypedOp for QuantizePerToken {
 /// A graph without the pattern (f32 packages, the embeddings, exits) is left as it is.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
     // The occurrences share no node (each ends at its own cast and scale), so one patch replaces them all.
-    let mut found = Vec::new();
-    for id in model.eval_order()? {
-        if let Some(f) = matched(model, id)? {
-            found.push(f);
-        }
-    }
+    let found = super::occurrences(model, matched)?;
     if found.is_empty() {
         return Ok(0);
     }
@@ -228,15 +223,12 @@ fn is_element_wise<T: ElementWiseMiniOp>(model: &TypedModel, node: usize) -> boo
 }
 
 fn is_binary<T: BinMiniOp>(model: &TypedModel, node: usize) -> bool {
-    model.node(node).op_as::<TypedBinOp>().is_some_and(|op| op.0.is::<T>())
+    super::binary_inputs::<T>(model, node).is_some()
 }
 
 /// For a binary `T` node with one single-valued f32 constant input: its other input and the constant.
 fn binary_with_constant<T: BinMiniOp>(model: &TypedModel, node: usize) -> TractResult<Option<(OutletId, f32)>> {
-    if !is_binary::<T>(model, node) {
-        return Ok(None);
-    }
-    let inputs = &model.node(node).inputs;
+    let Some(inputs) = super::binary_inputs::<T>(model, node) else { return Ok(None) };
     for (k, other) in [(0, 1), (1, 0)] {
         if let Some(konst) = &model.outlet_fact(inputs[k])?.konst {
             if konst.len() == 1 && konst.datum_type() == f32::datum_type() {

@@ -14,7 +14,7 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
+use tract_onnx::tract_core::ops::binary::BinMiniOp;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::math::{Add, Mul};
 
@@ -97,12 +97,7 @@ impl TypedOp for RescaleInt8 {
 /// Replaces every `Sequential` int8 output stage of the decluttered `model` by one [`RescaleInt8`]; returns how
 /// many. Other forms (the `Combined` rescale, f32 graphs) are left as they are.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let mut found = Vec::new();
-    for id in model.eval_order()? {
-        if let Some(f) = matched(model, id)? {
-            found.push(f);
-        }
-    }
+    let found = super::occurrences(model, matched)?;
     if found.is_empty() {
         return Ok(0);
     }
@@ -125,7 +120,7 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
 fn matched(model: &TypedModel, add: usize) -> TractResult<Option<(usize, OutletId, OutletId, RescaleInt8)>> {
     let Some((scaled, bias)) = with_channel_constant::<Add>(model, add)? else { return Ok(None) };
     // (…) · x_scale: the token scale is the operand that is not a constant.
-    let Some(product) = binary::<Mul>(model, scaled.node) else { return Ok(None) };
+    let Some(product) = super::binary_inputs::<Mul>(model, scaled.node) else { return Ok(None) };
     let facts = [model.outlet_fact(product[0])?, model.outlet_fact(product[1])?];
     let Some(k) = (0..2).find(|&k| facts[k].konst.is_none() && facts[k].shape.last() == Some(&1.to_dim())) else {
         return Ok(None);
@@ -145,19 +140,10 @@ fn matched(model: &TypedModel, add: usize) -> TractResult<Option<(usize, OutletI
     Ok(Some((add, acc, token_scale, RescaleInt8 { weight_scale, bias })))
 }
 
-/// The two inputs of a binary `T` node.
-fn binary<T: BinMiniOp>(model: &TypedModel, node: usize) -> Option<[OutletId; 2]> {
-    let node = model.node(node);
-    match (node.op_as::<TypedBinOp>(), node.inputs.as_slice()) {
-        (Some(op), &[a, b]) if op.0.is::<T>() => Some([a, b]),
-        _ => None,
-    }
-}
-
 /// For a binary `T` node with one constant f32 input holding one value per output channel (`[1, …, 1, out]`):
 /// its other input and those values.
 fn with_channel_constant<T: BinMiniOp>(model: &TypedModel, node: usize) -> TractResult<Option<(OutletId, Vec<f32>)>> {
-    let Some(inputs) = binary::<T>(model, node) else { return Ok(None) };
+    let Some(inputs) = super::binary_inputs::<T>(model, node) else { return Ok(None) };
     for (k, other) in [(0, 1), (1, 0)] {
         let Some(konst) = &model.outlet_fact(inputs[k])?.konst else { continue };
         let channels = konst.shape().last().copied().unwrap_or(1);
