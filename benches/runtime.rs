@@ -1,7 +1,8 @@
 //! Criterion benches of the runtime on real-size packages exported on the fly: hidden 384, FFN 1536, 12 heads
 //! (the MiniLM-L6 shape), random weights from `cosee_tools::write_random_checkpoint`, so no model is committed.
 //!
-//! - `layer/{f32,int8}/{16,32,64,128}`: one transformer layer at that many tokens;
+//! - `layer/{f32,int8,int8-unfused}/{16,32,64,128}`: one transformer layer at that many tokens (`int8-unfused`: the
+//!   same int8 package planned without the runtime's load-time fusions, `cosee_runtime::fused`);
 //! - `exit_head/{f32,int8}`: one exit (pooler on [CLS] + classifier);
 //! - `tokenizer/{single,pair}`: text → ids for the 40 committed SST-2 dev sentences, and 39 pairs of them;
 //! - `classify/int8/{exit_at_1,default,full_depth}`: end-to-end early exit on 6 layers at three thresholds, ten
@@ -16,7 +17,8 @@
 
 use cosee_runtime::answer::Stage;
 use cosee_runtime::glue::{parse_tsv, Task};
-use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input};
+use cosee_runtime::fused::Fusion;
+use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, Package, TractBackend};
 use cosee_tools::testing::tiny_config;
 use cosee_tools::{export, write_random_checkpoint, ExportOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -43,6 +45,13 @@ fn package(dir: &Path, layers: usize, int8: bool) -> Engine {
     Engine::load(&out).expect("load exported package")
 }
 
+/// The int8 package `package` exported, planned as the graphs are (no load-time fusion): what the fusions buy.
+fn unfused(dir: &Path, layers: usize) -> Engine {
+    let package = Package::open(&dir.join(format!("int8-{layers}l"))).expect("open the int8 package");
+    let backend = TractBackend::load_with(&package, Fusion::NONE).expect("load without fusion");
+    Engine::from_parts(package, backend)
+}
+
 /// A single text of exactly `tokens` tokens ([CLS] and [SEP] included): the word "a" is one word piece.
 fn text_of(engine: &Engine, tokens: usize) -> String {
     let text = vec!["a"; tokens - 2].join(" ");
@@ -64,7 +73,11 @@ fn stage_time(engine: &Engine, input: &Input, stage: Stage, iters: u64) -> Durat
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let one_layer = [("f32", package(dir.path(), 1, false)), ("int8", package(dir.path(), 1, true))];
+    let one_layer = [
+        ("f32", package(dir.path(), 1, false)),
+        ("int8", package(dir.path(), 1, true)),
+        ("int8-unfused", unfused(dir.path(), 1)),
+    ];
 
     let mut group = c.benchmark_group("layer");
     for (name, engine) in &one_layer {
