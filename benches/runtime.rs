@@ -16,8 +16,8 @@
 //! `cargo bench --bench runtime -- --measurement-time 5 --sample-size 50`.
 
 use cosee_runtime::answer::Stage;
-use cosee_runtime::glue::{parse_tsv, Task};
 use cosee_runtime::fused::Fusion;
+use cosee_runtime::glue::{parse_tsv, Task};
 use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, Package, TractBackend};
 use cosee_tools::testing::tiny_config;
 use cosee_tools::{export, write_random_checkpoint, ExportOptions};
