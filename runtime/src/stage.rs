@@ -81,7 +81,10 @@ impl StagePlan {
         let display = path.display().to_string();
         let invalid = |e: TractError| LoadError::InvalidGraph { path: display.clone(), message: format!("{e:#}") };
 
+        // Where cold start goes, per stage and phase: `RUST_LOG=cosee_runtime=debug`.
+        let mut phases = LoadPhases::start();
         let mut model = tract_onnx::onnx().model_for_path(path).map_err(invalid)?;
+        phases.mark("parse");
         let names: Vec<String> =
             model.input_outlets().map_err(invalid)?.iter().map(|o| model.node(o.node).name.clone()).collect();
         let wanted = kind.inputs();
@@ -121,6 +124,7 @@ impl StagePlan {
         model.select_output_outlets(&[outputs[at]]).map_err(invalid)?;
 
         let mut typed = model.into_typed().map_err(invalid)?;
+        phases.mark("type");
         let expected: TVec<TDim> = match kind {
             StageKind::Exit => tvec![1.to_dim(), shapes.labels.to_dim()],
             _ => hidden.clone(),
@@ -137,9 +141,14 @@ impl StagePlan {
         // tract's own optimization in its two halves, our rewrites between them: they match the decluttered
         // operators (`x / s` is `x · Recip(s)` by then) and must run before codegen picks kernels.
         typed.declutter().map_err(invalid)?;
+        phases.mark("declutter");
         let fused = fused::apply(&mut typed, fusion).map_err(invalid)?;
+        phases.mark("fuse");
         typed.optimize().map_err(invalid)?;
+        phases.mark("codegen");
         let plan = typed.into_runnable().map_err(invalid)?;
+        phases.mark("plan");
+        log::debug!("loaded {file}: {phases}");
         Ok(Self { file, fused, plan, order })
     }
 
@@ -153,6 +162,35 @@ impl StagePlan {
         let ordered: TVec<TValue> = self.order.iter().map(|&at| inputs[at].clone()).collect();
         let mut outputs = self.plan.run(ordered)?;
         outputs.pop().ok_or_else(|| TractError::msg(format!("{} returned no output", self.file)))
+    }
+}
+
+/// Milliseconds spent in each phase of loading one stage, for the debug log.
+struct LoadPhases {
+    last: std::time::Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl LoadPhases {
+    fn start() -> Self {
+        Self { last: std::time::Instant::now(), done: Vec::new() }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((phase, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for LoadPhases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let total: f64 = self.done.iter().map(|(_, ms)| ms).sum();
+        write!(f, "{total:.1} ms")?;
+        for (phase, ms) in &self.done {
+            write!(f, ", {phase} {ms:.1}")?;
+        }
+        Ok(())
     }
 }
 
