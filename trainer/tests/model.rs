@@ -180,7 +180,10 @@ fn standardized_poolers_center_and_scale_each_layers_cls() {
         let z = states[m + 1].select(1, 0).matmul(&w.tr()) + b;
         let mean = z.mean_dim(0, false, tch::Kind::Float).abs().max().double_value(&[]);
         let std = z.std_dim(0, false, false);
-        assert!(mean < 1e-4, "exit {m}: mean {mean}");
+        // W·h and b cancel: both are as large as |b| = |μ/σ| (~680 here), so the mean is zero up to f32 rounding of
+        // that size (a fixed 1e-4 failed now and then, at 1.2e-4 = one ulp of 1024), which is what is checked.
+        let scale = b.abs().max().double_value(&[]).max(1.0);
+        assert!(mean < 8.0 * f32::EPSILON as f64 * scale, "exit {m}: mean {mean} (|b| up to {scale})");
         assert!((std - 1.0).abs().max().double_value(&[]) < 1e-3, "exit {m}");
     }
 }
