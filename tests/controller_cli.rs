@@ -86,25 +86,30 @@ fn bench_sweep_is_consistent_with_full_depth() {
     assert_eq!(r.n, 40);
     let sweep = r.sweep.as_ref().unwrap();
     // The package default (0.2) is added to the sweep and reported at the top level.
-    assert_eq!(sweep.iter().map(|t| t.threshold).collect::<Vec<_>>(), vec![0.0, 0.2, 0.5, 1.0]);
-    assert_eq!(r.main.threshold, 0.2);
+    assert_eq!(sweep.iter().map(|t| t.point.threshold).collect::<Vec<_>>(), vec![0.0, 0.2, 0.5, 1.0]);
+    assert_eq!(r.main.point.threshold, 0.2);
     for t in sweep {
-        assert_eq!(t.exit_mismatches, Some(0), "τ {}: early exit disagrees with the full-depth logits", t.threshold);
-        assert_eq!(t.exit_histogram.iter().sum::<usize>(), 40);
+        assert_eq!(
+            t.exit_mismatches,
+            Some(0),
+            "τ {}: early exit disagrees with the full-depth logits",
+            t.point.threshold
+        );
+        assert_eq!(t.point.exit_histogram.iter().sum::<usize>(), 40);
         assert!(t.wall_speedup.unwrap() > 0.0 && t.latency_ms.p50 > 0.0);
         assert!(t.latency_ms.p50 <= t.latency_ms.p95 && t.latency_ms.p95 <= t.latency_ms.p99);
     }
     // Energy is in (0, 1): τ = 1 exits everything at layer 1, τ = 0 nothing before the last layer.
-    assert_eq!((sweep[3].exit_histogram[0], sweep[3].layer_speedup), (40, 3.0));
-    assert_eq!((sweep[0].exit_histogram[2], sweep[0].layer_speedup), (40, 1.0));
+    assert_eq!((sweep[3].point.exit_histogram[0], sweep[3].point.layer_speedup), (40, 3.0));
+    assert_eq!((sweep[0].point.exit_histogram[2], sweep[0].point.layer_speedup), (40, 1.0));
     // At τ = 0 every answer comes from the last exit: the full-depth accuracy.
-    assert_eq!(sweep[0].accuracy, r.full_depth_accuracy);
+    assert_eq!(sweep[0].accuracy(), r.full_depth_accuracy);
     // The accuracy at each τ is the calibration table's (same engine, same inputs).
     let manifest = engine.manifest();
     for t in sweep {
-        if let Some(p) = manifest.calibration_at(t.threshold) {
-            assert_eq!(t.accuracy, Some(p.accuracy), "τ {}", t.threshold);
-            assert_eq!(t.exit_histogram, p.exit_histogram);
+        if let Some(p) = manifest.calibration_at(t.point.threshold) {
+            assert_eq!(t.accuracy(), Some(p.accuracy), "τ {}", t.point.threshold);
+            assert_eq!(t.point.exit_histogram, p.exit_histogram);
         }
     }
     assert!(r.cold_start_ms > 0.0 && r.peak_rss_mb.unwrap() > 1.0);

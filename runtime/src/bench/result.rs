@@ -1,7 +1,7 @@
 //! What a bench run reports: one result struct that the table and the JSON print.
 
 use crate::glue::Task;
-use crate::metrics::percentile;
+use crate::metrics::{percentile, SweepPoint};
 use crate::profile::{cpu_model, CostFit, DeviceProfile, ProfileError, ProfileOrigin, StageSample};
 use crate::signal::ExitSignal;
 use serde::Serialize;
@@ -22,28 +22,39 @@ impl LatencyStats {
     }
 }
 
-/// The measurements at one τ: the τ sweep's [`SweepPoint`] of the measured exits (its accuracy and F1 optional, as
-/// bench also takes unlabelled text), with the latencies.
+/// The measurements at one τ: the τ sweep's [`SweepPoint`] of the measured exits, with the latencies.
+///
+/// bench also takes unlabelled text: then the point's accuracy is NaN (which JSON writes as `null`) and its F1 is
+/// absent; [`ThresholdResult::accuracy`] says which.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ThresholdResult {
-    pub threshold: f32,
-    /// Over the labelled inputs; absent for plain text.
-    pub accuracy: Option<f64>,
-    /// F1 of the positive class, for the tasks GLUE scores by it (MRPC, QQP).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub f1: Option<f64>,
-    /// Paper Eq. (12) on the measured exit layers.
-    pub layer_speedup: f64,
+    /// τ, accuracy and F1 over the labelled inputs, Eq. (12) and the exit histogram of the measured exit layers.
+    #[serde(flatten)]
+    pub point: SweepPoint,
     /// Mean full-depth latency / mean early-exit latency on the same inputs (absent without full-depth runs).
     pub wall_speedup: Option<f64>,
     /// Wall-clock latency of `Engine::classify_with`, tokenizer included.
     pub latency_ms: LatencyStats,
-    /// Inputs exiting at layers 1..=M.
-    pub exit_histogram: Vec<usize>,
     /// Inputs whose real exit layer differs from the one the full-depth logits imply (should be 0; non-zero means
     /// the early-exit path and the full-depth path compute different numbers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_mismatches: Option<usize>,
+}
+
+impl ThresholdResult {
+    /// The point of inputs of which `labelled` carried a label: with none, nothing is scored.
+    pub fn new(mut point: SweepPoint, labelled: usize, latency_ms: LatencyStats) -> Self {
+        if labelled == 0 {
+            point.accuracy = f64::NAN;
+            point.f1 = None;
+        }
+        Self { point, wall_speedup: None, latency_ms, exit_mismatches: None }
+    }
+
+    /// Over the labelled inputs; `None` for plain text.
+    pub fn accuracy(&self) -> Option<f64> {
+        Some(self.point.accuracy).filter(|a| !a.is_nan())
+    }
 }
 
 /// Mean cost of each stage type for inputs of a range of token counts (full-depth runs).

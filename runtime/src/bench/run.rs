@@ -203,16 +203,10 @@ pub fn run<B: Backend>(
             let latency = LatencyStats::of(&ms);
             let mismatches = (!full.is_empty())
                 .then(|| runs.iter().zip(&full).filter(|(r, f)| f.0.exit_layer(policies[j]) != r.exit_layer).count());
-            let scored = !labelled.is_empty();
             ThresholdResult {
-                threshold: point.threshold,
-                accuracy: scored.then_some(point.accuracy),
-                f1: point.f1.filter(|_| scored),
-                layer_speedup: point.layer_speedup,
                 wall_speedup: full_mean.map(|f| f / latency.mean),
-                latency_ms: latency,
-                exit_histogram: point.exit_histogram,
                 exit_mismatches: mismatches,
+                ..ThresholdResult::new(point, labelled.len(), latency)
             }
         })
         .collect();

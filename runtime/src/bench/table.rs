@@ -42,10 +42,10 @@ pub fn format_table(r: &BenchResult) -> String {
         s,
         "\n{} τ = {}: accuracy {}{}  layer speed-up {:.2}×  wall speed-up {}×",
         r.signal,
-        main.threshold,
-        opt(main.accuracy, 4),
-        main.f1.map(|f| format!("  F1 {f:.4}")).unwrap_or_default(),
-        main.layer_speedup,
+        main.point.threshold,
+        opt(main.accuracy(), 4),
+        main.point.f1.map(|f| format!("  F1 {f:.4}")).unwrap_or_default(),
+        main.point.layer_speedup,
         opt(main.wall_speedup, 2)
     );
     let _ = writeln!(s, "{:<14}{:>9}{:>9}{:>9}{:>9}", "latency ms", "p50", "p95", "p99", "mean");
@@ -58,7 +58,7 @@ pub fn format_table(r: &BenchResult) -> String {
     if let Some(acc) = r.full_depth_accuracy {
         let _ = writeln!(s, "full-depth accuracy {acc:.4}");
     }
-    let _ = writeln!(s, "exit histogram (layers 1..{}): {}", r.num_layers, hist(&main.exit_histogram));
+    let _ = writeln!(s, "exit histogram (layers 1..{}): {}", r.num_layers, hist(&main.point.exit_histogram));
     if let Some(sweep) = &r.sweep {
         let _ = writeln!(
             s,
@@ -69,16 +69,16 @@ pub fn format_table(r: &BenchResult) -> String {
             let _ = writeln!(
                 s,
                 "{:>8}{:>9}{:>8}{:>9.2}{:>9}{:>9.3}{:>9.3}{:>9.3}{:>9.3}  {}",
-                t.threshold,
-                opt(t.accuracy, 4),
-                opt(t.f1, 4),
-                t.layer_speedup,
+                t.point.threshold,
+                opt(t.accuracy(), 4),
+                opt(t.point.f1, 4),
+                t.point.layer_speedup,
                 opt(t.wall_speedup, 2),
                 t.latency_ms.p50,
                 t.latency_ms.p95,
                 t.latency_ms.p99,
                 t.latency_ms.mean,
-                hist(&t.exit_histogram)
+                hist(&t.point.exit_histogram)
             );
         }
     }

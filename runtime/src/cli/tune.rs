@@ -108,8 +108,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     percentile_ms: cosee_runtime::metrics::percentile(&ms, q),
                     p50_ms: r.latency_ms.p50,
                     mean_ms: r.latency_ms.mean,
-                    accuracy: r.accuracy,
-                    f1: r.f1,
+                    accuracy: r.accuracy(),
+                    f1: r.point.f1,
                 })
             };
             let v = tune::verify(&predictions, args.budget_ms, args.attempts, &mut measure)?;
