@@ -44,24 +44,7 @@ pub enum LoadError {
     Backend { backend: &'static str, message: String },
 }
 
-/// An input that cannot be classified as given. The message is meant for the person who sent it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    #[error("empty input: nothing to classify")]
-    Empty,
-    #[error("whitespace-only input: nothing to classify")]
-    WhitespaceOnly,
-    /// A pair task got a single text, or a single-text task got a pair.
-    #[error("{0}")]
-    Arity(String),
-    #[error("tokenizer failed: {0}")]
-    Tokenizer(String),
-    /// A line of input longer than the reader's cap ([`crate::lines::MAX_LINE_BYTES`]); it was skipped unread.
-    #[error("line of {bytes} bytes is longer than the limit of {limit} bytes per input line: skipped")]
-    LineTooLong { bytes: u64, limit: usize },
-    #[error("line is not valid UTF-8 (invalid byte at offset {offset})")]
-    InvalidUtf8 { offset: usize },
-}
+pub use cosee_format::tokenize::InputError;
 
 /// One input failed. The engine stays usable for the next input.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@
 //! sweep, [`json`] files) live in the `cosee-format` crate (`runtime/format/`), which needs no tract; they are
 //! re-exported here under the same paths.
 
-pub use cosee_format::{config, glue, json, manifest, metrics, settings, signal, sigpipe};
+pub use cosee_format::{config, glue, json, manifest, metrics, settings, signal, sigpipe, tokenize};
 
 pub mod answer;
 pub mod backend;
@@ -24,7 +24,6 @@ pub mod lines;
 pub mod ort_backend;
 pub mod package;
 mod stage;
-pub mod tokenize;
 
 pub use answer::{Answer, Stage, StageTimes};
 pub use backend::{Backend, TractBackend};

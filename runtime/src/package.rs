@@ -174,7 +174,7 @@ mod tests {
             },
             files: BTreeMap::new(),
         };
-        std::fs::write(dir.join(TOKENIZER_FILE), crate::tokenize::tests::tokenizer_json(true)).unwrap();
+        std::fs::write(dir.join(TOKENIZER_FILE), cosee_format::testing::tiny_tokenizer_json(true)).unwrap();
         for (i, f) in m.stage_files().into_iter().enumerate() {
             std::fs::write(dir.join(&f), format!("graph {i} {f}").repeat(10)).unwrap();
         }

@@ -2,8 +2,9 @@
 //! pass. `export` runs this on every package it writes, so a graph that loads but computes the wrong thing never
 //! leaves the exporter silently.
 
-use crate::reference::{Hidden, TokenBatch, Trace};
+use crate::reference::{Hidden, Trace};
 use cosee_runtime::manifest::{exit_file, layer_file, EMBEDDINGS_FILE};
+use cosee_runtime::tokenize::EncodedBatch;
 use std::path::Path;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
@@ -59,8 +60,8 @@ impl StagePlans {
         })
     }
 
-    pub fn embeddings(&self, tokens: &TokenBatch, hidden: usize) -> Result<Hidden, CheckError> {
-        let (b, s) = (tokens.batch, tokens.sequence);
+    pub fn embeddings(&self, tokens: &EncodedBatch, hidden: usize) -> Result<Hidden, CheckError> {
+        let (b, s) = (tokens.batch_size, tokens.seq_len);
         let inputs = tvec!(
             i64_input(&tokens.input_ids, b, s),
             i64_input(&tokens.token_type_ids, b, s),
@@ -82,7 +83,7 @@ impl StagePlans {
     }
 
     /// All stages at full depth.
-    pub fn forward(&self, tokens: &TokenBatch, hidden: usize) -> Result<Trace, CheckError> {
+    pub fn forward(&self, tokens: &EncodedBatch, hidden: usize) -> Result<Trace, CheckError> {
         let embeddings = self.embeddings(tokens, hidden)?;
         let mut layers = Vec::new();
         let mut exits = Vec::new();
@@ -212,7 +213,7 @@ impl StagePlans {
     /// expected output: each stage is judged on its own, without the earlier stages' differences. For int8
     /// graphs this matters: an input differing by one f32 ulp can move an activation across a rounding boundary
     /// of its quantization, a full step, which a chained comparison would then carry through every later layer.
-    pub fn compare_stagewise(&self, expected: &Trace, tokens: &TokenBatch) -> Result<StageDeltas, CheckError> {
+    pub fn compare_stagewise(&self, expected: &Trace, tokens: &EncodedBatch) -> Result<StageDeltas, CheckError> {
         let mut rows = Rows::default();
         let mask = &tokens.attention_mask;
         let hidden = expected.embeddings.hidden;
@@ -222,7 +223,7 @@ impl StagePlans {
         for m in 1..=self.layers.len() {
             let input = if m == 1 { &expected.embeddings } else { &expected.layers[m - 2] };
             layers.push(rows.hidden(&self.layer(m, input, mask)?, &expected.layers[m - 1], mask));
-            exits.push(rows.logits(&self.exit(m, &expected.layers[m - 1])?, &expected.exits[m - 1], tokens.batch));
+            exits.push(rows.logits(&self.exit(m, &expected.layers[m - 1])?, &expected.exits[m - 1], tokens.batch_size));
         }
         Ok(StageDeltas { embeddings, layers, exits, rows: rows.rows, rows_off: rows.off })
     }
@@ -230,7 +231,7 @@ impl StagePlans {
 
 /// Deterministic token batches for checks: `batch` rows of length `sequence`, row r > 0 padded after
 /// `sequence − 2r` tokens (at least 1), ids drawn from [5, vocab) with [CLS]-like id first.
-pub fn sample_batch(batch: usize, sequence: usize, vocab: usize, seed: u64) -> TokenBatch {
+pub fn sample_batch(batch: usize, sequence: usize, vocab: usize, seed: u64) -> EncodedBatch {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = move || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -255,5 +256,5 @@ pub fn sample_batch(batch: usize, sequence: usize, vocab: usize, seed: u64) -> T
             attention_mask.push(i64::from(real));
         }
     }
-    TokenBatch { batch, sequence, input_ids, token_type_ids, attention_mask }
+    EncodedBatch { input_ids, token_type_ids, attention_mask, batch_size: batch, seq_len: sequence }
 }

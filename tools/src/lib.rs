@@ -18,7 +18,8 @@ pub mod quant;
 pub mod reference;
 pub mod soak;
 pub mod stages;
-pub mod testing;
+/// The test fixtures, defined once in cosee-format and kept here under their old path.
+pub use cosee_format::testing;
 #[cfg(feature = "verify")]
 pub mod verify;
 pub mod weights;

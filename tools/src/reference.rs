@@ -11,16 +11,7 @@ use crate::stages::MASK_VALUE;
 use crate::weights::{Activation, EmbeddingWeights, ExitWeights, LayerNorm, LayerWeights, Linear, ModelWeights};
 use cosee_runtime::config::Pooling;
 use cosee_runtime::manifest::{EmbeddingStorage, QuantScheme, Quantization};
-
-/// A batch of token inputs, row-major `[batch, sequence]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenBatch {
-    pub batch: usize,
-    pub sequence: usize,
-    pub input_ids: Vec<i64>,
-    pub token_type_ids: Vec<i64>,
-    pub attention_mask: Vec<i64>,
-}
+use cosee_runtime::tokenize::EncodedBatch;
 
 /// Hidden states `[batch, sequence, hidden]`, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +121,7 @@ pub fn erf(x: f64) -> f64 {
 
 /// The embeddings stage: LayerNorm(word[id] + position[s] + token_type[t]), the word table stored as the
 /// package stores it.
-pub fn embeddings(w: &EmbeddingWeights, storage: EmbeddingStorage, tokens: &TokenBatch) -> Hidden {
+pub fn embeddings(w: &EmbeddingWeights, storage: EmbeddingStorage, tokens: &EncodedBatch) -> Hidden {
     let h = w.word.cols;
     let (word_table, row_scales): (Vec<f32>, Option<Vec<f32>>) = match storage {
         EmbeddingStorage::F32 => (w.word.data.clone(), None),
@@ -140,11 +131,11 @@ pub fn embeddings(w: &EmbeddingWeights, storage: EmbeddingStorage, tokens: &Toke
             (q.into_iter().map(|v| v as f32).collect(), Some(s))
         }
     };
-    let mut data = Vec::with_capacity(tokens.batch * tokens.sequence * h);
-    for b in 0..tokens.batch {
-        for s in 0..tokens.sequence {
-            let id = tokens.input_ids[b * tokens.sequence + s] as usize;
-            let tt = tokens.token_type_ids[b * tokens.sequence + s] as usize;
+    let mut data = Vec::with_capacity(tokens.batch_size * tokens.seq_len * h);
+    for b in 0..tokens.batch_size {
+        for s in 0..tokens.seq_len {
+            let id = tokens.input_ids[b * tokens.seq_len + s] as usize;
+            let tt = tokens.token_type_ids[b * tokens.seq_len + s] as usize;
             let word = &word_table[id * h..(id + 1) * h];
             let row_scale = row_scales.as_ref().map(|r| r[id]).unwrap_or(1.0);
             let sum: Vec<f32> =
@@ -152,7 +143,7 @@ pub fn embeddings(w: &EmbeddingWeights, storage: EmbeddingStorage, tokens: &Toke
             data.extend(layer_norm(&sum, &w.layer_norm));
         }
     }
-    Hidden { batch: tokens.batch, sequence: tokens.sequence, hidden: h, data }
+    Hidden { batch: tokens.batch_size, sequence: tokens.seq_len, hidden: h, data }
 }
 
 /// One encoder layer (Hugging Face `BertLayer`, eval mode).
@@ -243,7 +234,7 @@ pub struct Trace {
 }
 
 /// Runs the whole model at full depth, as a package with `quantization` computes it.
-pub fn forward(w: &ModelWeights, quantization: Quantization, tokens: &TokenBatch) -> Trace {
+pub fn forward(w: &ModelWeights, quantization: Quantization, tokens: &EncodedBatch) -> Trace {
     let emb = embeddings(&w.embeddings, quantization.embeddings, tokens);
     let mut layers = Vec::with_capacity(w.num_layers());
     let mut exits = Vec::with_capacity(w.num_layers());

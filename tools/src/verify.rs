@@ -9,7 +9,7 @@ use cosee_runtime::glue::Example;
 use cosee_runtime::manifest::TOKENIZER_FILE;
 use cosee_runtime::signal::{argmax, exit_layer_of_logits};
 use cosee_runtime::{Engine, ExitPolicy, Input};
-use cosee_trainer::tokenize::{Encoded, EncodedBatch, TextEncoder};
+use cosee_trainer::tokenize::{EncodedBatch, TextEncoder};
 use cosee_trainer::{MultiExitBert, Result, TrainerError};
 use serde::Serialize;
 
@@ -93,8 +93,7 @@ pub fn compare(
         mismatches += usize::from(ours.input_ids != ids.input_ids);
 
         let runtime = engine.run_all_exits(&input).map_err(|e| TrainerError::Invalid(format!("runtime: {e}")))?;
-        let shared = Encoded { input_ids: ids.input_ids.clone(), token_type_ids: ids.token_type_ids.clone() };
-        let batch = EncodedBatch::pad(&[&shared], encoder.pad_id(), None);
+        let batch = EncodedBatch::pad(&[&ids], encoder.pad_id(), None);
         let tch_logits: Vec<Vec<f32>> =
             model.forward_logits(&batch)?.into_iter().map(|mut rows| rows.swap_remove(0)).collect();
         for (m, (a, b)) in tch_logits.iter().zip(&runtime.logits).enumerate() {

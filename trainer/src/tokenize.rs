@@ -1,4 +1,6 @@
-//! Tokenization with the checkpoint's own `tokenizer.json` (HF tokenizers), and batching.
+//! Tokenization for training and evaluation: the runtime's own tokenizer ([`TextTokenizer`], from cosee-format)
+//! over the checkpoint's `tokenizer.json`, so that the trainer sees exactly the token ids the runtime will; and
+//! batching on top of it.
 //!
 //! Whatever padding and truncation a `tokenizer.json` has baked in (the MiniLM backbone pads everything to
 //! 128) is replaced: every input is truncated to `max_len` tokens with the longest-first strategy ([CLS] and
@@ -7,43 +9,28 @@
 
 use crate::error::{io_err, Result, TrainerError};
 use cosee_format::glue::Example;
+pub use cosee_format::tokenize::{Encoded, EncodedBatch};
+use cosee_format::tokenize::{Input, TextTokenizer};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::path::Path;
 use tch::{Device, Tensor};
-use tokenizers::{EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::Tokenizer;
 
 /// The paper's maximum sequence length.
 pub const DEFAULT_MAX_LEN: usize = 128;
 
-/// One tokenized input, unpadded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Encoded {
-    pub input_ids: Vec<i64>,
-    pub token_type_ids: Vec<i64>,
-}
-
-impl Encoded {
-    pub fn len(&self) -> usize {
-        self.input_ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.input_ids.is_empty()
-    }
-}
-
-/// A tokenizer with our truncation and no padding, plus the original JSON to copy into checkpoints.
+/// The tokenizer of a checkpoint, taking single texts and pairs alike, plus the original JSON to copy into
+/// checkpoints and the padding id.
 pub struct TextEncoder {
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     json: Vec<u8>,
-    max_len: usize,
     pad_id: i64,
 }
 
 impl std::fmt::Debug for TextEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextEncoder").field("max_len", &self.max_len).field("pad_id", &self.pad_id).finish()
+        f.debug_struct("TextEncoder").field("max_len", &self.max_len()).field("pad_id", &self.pad_id).finish()
     }
 }
 
@@ -65,25 +52,14 @@ impl TextEncoder {
     /// Like [`TextEncoder::from_file`]; `origin` names the source in errors.
     pub fn from_bytes(json: Vec<u8>, max_len: usize, origin: &str) -> Result<Self> {
         let err = |message: String| TrainerError::Tokenizer { path: origin.to_string(), message };
-        if max_len < 3 {
-            return Err(err(format!("max length {max_len} leaves no room for [CLS] text [SEP]")));
-        }
-        let mut tokenizer = Tokenizer::from_bytes(&json).map_err(|e| err(e.to_string()))?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                direction: TruncationDirection::Right,
-                max_length: max_len,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-            }))
-            .map_err(|e| err(e.to_string()))?;
-        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0) as i64;
-        Ok(Self { tokenizer, json, max_len, pad_id })
+        let inner = Tokenizer::from_bytes(&json).map_err(|e| err(e.to_string()))?;
+        let tokenizer = TextTokenizer::for_any_input(inner, max_len).map_err(err)?;
+        let pad_id = tokenizer.token_id("[PAD]").unwrap_or(0) as i64;
+        Ok(Self { tokenizer, json, pad_id })
     }
 
     pub fn max_len(&self) -> usize {
-        self.max_len
+        self.tokenizer.max_len()
     }
 
     pub fn pad_id(&self) -> i64 {
@@ -96,93 +72,53 @@ impl TextEncoder {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.tokenizer.vocab_size()
     }
 
     /// Tokenizes one text or one pair.
     pub fn encode(&self, text_a: &str, text_b: Option<&str>) -> Result<Encoded> {
-        let input: EncodeInput<'_> = match text_b {
-            Some(b) => (text_a, b).into(),
-            None => text_a.into(),
-        };
-        let encoding = self
-            .tokenizer
-            .encode(input, true)
-            .map_err(|e| TrainerError::Tokenizer { path: "input".into(), message: e.to_string() })?;
-        Ok(Encoded {
-            input_ids: encoding.get_ids().iter().map(|&i| i as i64).collect(),
-            token_type_ids: encoding.get_type_ids().iter().map(|&i| i as i64).collect(),
-        })
+        let input = Input { text: text_a, pair: text_b };
+        self.tokenizer
+            .encode(&input)
+            .map_err(|e| TrainerError::Tokenizer { path: "input".into(), message: e.to_string() })
     }
 
     pub fn encode_example(&self, example: &Example) -> Result<Encoded> {
         self.encode(&example.text_a, example.text_b.as_deref())
     }
 
-    /// Tokenizes many examples (in parallel inside the tokenizer), keeping their order.
+    /// Tokenizes many examples, keeping their order; an error names the example (1-based).
     pub fn encode_all(&self, examples: &[Example]) -> Result<Vec<Encoded>> {
-        let inputs: Vec<EncodeInput<'_>> = examples
+        examples
             .iter()
-            .map(|e| match &e.text_b {
-                Some(b) => (e.text_a.as_str(), b.as_str()).into(),
-                None => e.text_a.as_str().into(),
+            .enumerate()
+            .map(|(i, e)| {
+                self.tokenizer.encode(&Input::from(e)).map_err(|err| TrainerError::Tokenizer {
+                    path: format!("example {}", i + 1),
+                    message: err.to_string(),
+                })
             })
-            .collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| TrainerError::Tokenizer { path: "input".into(), message: e.to_string() })?;
-        Ok(encodings
-            .iter()
-            .map(|enc| Encoded {
-                input_ids: enc.get_ids().iter().map(|&i| i as i64).collect(),
-                token_type_ids: enc.get_type_ids().iter().map(|&i| i as i64).collect(),
-            })
-            .collect())
+            .collect()
     }
 }
 
-/// A padded batch as plain row-major numbers (`[batch, seq_len]` each), ready for tch or any other engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedBatch {
-    pub input_ids: Vec<i64>,
-    pub token_type_ids: Vec<i64>,
-    pub attention_mask: Vec<i64>,
-    pub batch_size: usize,
-    pub seq_len: usize,
-}
-
-impl EncodedBatch {
-    /// Pads to the longest input of the batch, or to `pad_to` when given (inputs are never longer than the
-    /// encoder's `max_len`; `pad_to` below the longest input is raised to it).
-    pub fn pad(items: &[&Encoded], pad_id: i64, pad_to: Option<usize>) -> Self {
-        let longest = items.iter().map(|e| e.len()).max().unwrap_or(0);
-        let seq_len = pad_to.map_or(longest, |p| p.max(longest));
-        let mut batch = Self {
-            input_ids: Vec::with_capacity(items.len() * seq_len),
-            token_type_ids: Vec::with_capacity(items.len() * seq_len),
-            attention_mask: Vec::with_capacity(items.len() * seq_len),
-            batch_size: items.len(),
-            seq_len,
-        };
-        for e in items {
-            let pad = seq_len - e.len();
-            batch.input_ids.extend(e.input_ids.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
-            batch.token_type_ids.extend(e.token_type_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
-            batch.attention_mask.extend(std::iter::repeat_n(1, e.len()).chain(std::iter::repeat_n(0, pad)));
-        }
-        batch
-    }
-
+/// What the trainer adds to the shared [`EncodedBatch`]: building one from raw text, and tch tensors of it.
+pub trait BatchTensors: Sized {
     /// Tokenizes and pads texts in one call: the helper for callers holding raw text.
-    pub fn from_texts(encoder: &TextEncoder, texts: &[(&str, Option<&str>)], pad_to: Option<usize>) -> Result<Self> {
+    fn from_texts(encoder: &TextEncoder, texts: &[(&str, Option<&str>)], pad_to: Option<usize>) -> Result<Self>;
+
+    /// (input_ids, token_type_ids, attention_mask) as i64 tensors `[batch, seq_len]` on `device`.
+    fn to_tensors(&self, device: Device) -> (Tensor, Tensor, Tensor);
+}
+
+impl BatchTensors for EncodedBatch {
+    fn from_texts(encoder: &TextEncoder, texts: &[(&str, Option<&str>)], pad_to: Option<usize>) -> Result<Self> {
         let encoded = texts.iter().map(|(a, b)| encoder.encode(a, *b)).collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Encoded> = encoded.iter().collect();
         Ok(Self::pad(&refs, encoder.pad_id(), pad_to))
     }
 
-    /// (input_ids, token_type_ids, attention_mask) as i64 tensors `[batch, seq_len]` on `device`.
-    pub fn to_tensors(&self, device: Device) -> (Tensor, Tensor, Tensor) {
+    fn to_tensors(&self, device: Device) -> (Tensor, Tensor, Tensor) {
         let shape = [self.batch_size as i64, self.seq_len as i64];
         let make = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
         (make(&self.input_ids), make(&self.token_type_ids), make(&self.attention_mask))
@@ -220,24 +156,6 @@ pub fn sorted_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
 mod tests {
     use super::*;
     use rand::SeedableRng;
-
-    fn enc(n: usize) -> Encoded {
-        Encoded { input_ids: (1..=n as i64).collect(), token_type_ids: vec![0; n] }
-    }
-
-    #[test]
-    fn pads_to_longest_or_fixed() {
-        let (a, b) = (enc(3), enc(5));
-        let batch = EncodedBatch::pad(&[&a, &b], 0, None);
-        assert_eq!(batch.seq_len, 5);
-        assert_eq!(&batch.input_ids[..5], &[1, 2, 3, 0, 0]);
-        assert_eq!(&batch.attention_mask[..5], &[1, 1, 1, 0, 0]);
-        assert_eq!(&batch.attention_mask[5..], &[1, 1, 1, 1, 1]);
-        let fixed = EncodedBatch::pad(&[&a, &b], 9, Some(8));
-        assert_eq!(fixed.seq_len, 8);
-        assert_eq!(fixed.input_ids[7], 9);
-        assert_eq!(fixed.input_ids.len(), 16);
-    }
 
     #[test]
     fn bucketing_covers_every_index_once_with_similar_lengths() {

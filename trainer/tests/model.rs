@@ -8,7 +8,7 @@ use cosee_format::glue::Task;
 use cosee_format::signal::ExitSignal;
 use cosee_trainer::model::checkpoint::named_variables;
 use cosee_trainer::model::TOKENIZER_FILE;
-use cosee_trainer::tokenize::Encoded;
+use cosee_trainer::tokenize::{BatchTensors, Encoded};
 use cosee_trainer::{EncodedBatch, MultiExitBert, TextEncoder, TrainerError};
 use tch::Device;
 

@@ -6,6 +6,9 @@
 //! - [`checkpoint`]: the checkpoint directory's files, tensor names and the one safetensors reader.
 //! - [`config`]: a checkpoint's `config.json` (Hugging Face's BERT config plus the `cosee` section).
 //! - [`manifest`]: the model package format (manifest, file names, digests).
+//! - [`tokenize`]: text to token ids with a package's or checkpoint's `tokenizer.json`, the one tokenizer of the
+//!   runtime and the trainer, and the padded batch.
+//! - [`testing`]: the test fixtures of every crate (tokenizers, tiny model configurations).
 //! - [`json`]: reading and writing the JSON files above (and the other crates' own), with one error type.
 //!
 //! The runtime re-exports these modules under their old paths (`cosee_runtime::signal`, …); the trainer depends on
@@ -20,6 +23,8 @@ pub mod metrics;
 pub mod settings;
 pub mod signal;
 pub mod sigpipe;
+pub mod testing;
+pub mod tokenize;
 
 pub use glue::{Example, Task};
 pub use manifest::Manifest;

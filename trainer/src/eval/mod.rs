@@ -6,7 +6,7 @@ pub mod report;
 
 use crate::error::Result;
 use crate::model::{tensor_to_rows, MultiExitBert};
-use crate::tokenize::{sorted_batches, Encoded, EncodedBatch, TextEncoder};
+use crate::tokenize::{sorted_batches, BatchTensors, Encoded, EncodedBatch, TextEncoder};
 use cosee_format::glue::{Example, Task};
 use cosee_format::metrics::{
     accuracy, dense_thresholds, difficulty_inversion_score, f1_binary, metric_at_speedup, SweepPoint, REPORTED_SPEEDUPS,

@@ -13,7 +13,7 @@ pub mod bert;
 pub mod checkpoint;
 
 use crate::error::{Result, TrainerError};
-use crate::tokenize::EncodedBatch;
+use crate::tokenize::{BatchTensors, EncodedBatch};
 use bert::{additive_mask, Activation, Embeddings, Layer, Pooler};
 use cosee_format::config::{ExitConfig, ModelConfig};
 use std::path::Path;

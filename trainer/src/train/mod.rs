@@ -12,7 +12,7 @@ use crate::eval::{self, EvalReport};
 use crate::model::{checkpoint, LoadReport, MultiExitBert, TOKENIZER_FILE};
 use crate::objective::swm::{beta_t, RangeTracker, ThresholdRange};
 use crate::objective::ObjectiveConfig;
-use crate::tokenize::{bucketed_batches, Encoded, EncodedBatch, TextEncoder, DEFAULT_MAX_LEN};
+use crate::tokenize::{bucketed_batches, BatchTensors, Encoded, EncodedBatch, TextEncoder, DEFAULT_MAX_LEN};
 use cosee_format::config::{ExitConfig, Pooling};
 use cosee_format::glue::Task;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

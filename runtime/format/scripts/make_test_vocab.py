@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds tools/data/test_vocab.txt, the small WordPiece vocabulary of the test tokenizer.
+"""Builds runtime/format/data/test_vocab.txt, the small WordPiece vocabulary of the test tokenizer.
 
 A subset of the real uncased BERT vocabulary (the backbone's vocab.txt) so that tiny test models tokenize real
 SST-2 text the way the real model would, only with more word pieces: the special tokens, every single character

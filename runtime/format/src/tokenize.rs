@@ -24,7 +24,6 @@
 //! 128 tokens) gives the extra token to the longer text, and which is longer would take tokenizing both whole to
 //! know; the cut lengths decide. A pair with one text cut is exact (the cut one is cut longer than the other).
 
-use crate::error::InputError;
 use std::borrow::Cow;
 use tokenizers::models::ModelWrapper;
 use tokenizers::normalizers::NormalizerWrapper;
@@ -32,6 +31,25 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::utils::truncation::{truncate_encodings, TruncationDirection, TruncationParams, TruncationStrategy};
 use tokenizers::{Encoding, PostProcessor, Tokenizer};
 use unicode_categories::UnicodeCategories;
+
+/// An input that cannot be classified as given. The message is meant for the person who sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("empty input: nothing to classify")]
+    Empty,
+    #[error("whitespace-only input: nothing to classify")]
+    WhitespaceOnly,
+    /// A pair task got a single text, or a single-text task got a pair.
+    #[error("{0}")]
+    Arity(String),
+    #[error("tokenizer failed: {0}")]
+    Tokenizer(String),
+    /// A line of input longer than the reader's cap (`MAX_LINE_BYTES` of the runtime's line reader); it was skipped unread.
+    #[error("line of {bytes} bytes is longer than the limit of {limit} bytes per input line: skipped")]
+    LineTooLong { bytes: u64, limit: usize },
+    #[error("line is not valid UTF-8 (invalid byte at offset {offset})")]
+    InvalidUtf8 { offset: usize },
+}
 
 /// Characters of text read per token of `max_seq_len` before the first cut: English averages 4–5 characters per
 /// word piece, so 16 leaves a wide margin and a retry is rare.
@@ -88,6 +106,47 @@ impl Encoded {
     pub fn is_empty(&self) -> bool {
         self.input_ids.is_empty()
     }
+
+    /// An input of these ids, every token attended, not truncated: what a caller holding ids (a test, a sampled
+    /// batch) encodes.
+    pub fn new(input_ids: Vec<i64>, token_type_ids: Vec<i64>) -> Self {
+        let attention_mask = vec![1; input_ids.len()];
+        Self { input_ids, token_type_ids, attention_mask, truncated: false }
+    }
+}
+
+/// Encoded inputs padded to one length, as plain row-major numbers (`[batch_size, seq_len]` each), ready for tch,
+/// the reference forward pass or any other engine. The runtime itself runs one input at a time, unpadded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    pub input_ids: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub batch_size: usize,
+    pub seq_len: usize,
+}
+
+impl EncodedBatch {
+    /// Pads to the longest input of the batch, or to `pad_to` when given (`pad_to` below the longest input is raised
+    /// to it). Padding is `pad_id` with token type 0 and attention mask 0.
+    pub fn pad(items: &[&Encoded], pad_id: i64, pad_to: Option<usize>) -> Self {
+        let longest = items.iter().map(|e| e.len()).max().unwrap_or(0);
+        let seq_len = pad_to.map_or(longest, |p| p.max(longest));
+        let mut batch = Self {
+            input_ids: Vec::with_capacity(items.len() * seq_len),
+            token_type_ids: Vec::with_capacity(items.len() * seq_len),
+            attention_mask: Vec::with_capacity(items.len() * seq_len),
+            batch_size: items.len(),
+            seq_len,
+        };
+        for e in items {
+            let pad = seq_len - e.len();
+            batch.input_ids.extend(e.input_ids.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
+            batch.token_type_ids.extend(e.token_type_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            batch.attention_mask.extend(e.attention_mask.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        }
+        batch
+    }
 }
 
 /// One text's word pieces, as far as truncation needs them.
@@ -105,29 +164,49 @@ struct Segment {
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_len: usize,
-    pair_task: bool,
+    arity: Arity,
     pre_cut: PreCut,
+}
+
+/// Which inputs a tokenizer takes: a package's task fixes it (and inputs of the other kind are refused with
+/// [`InputError::Arity`]); the trainer's tokenizer takes each example as its task's file gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arity {
+    Single,
+    Pair,
+    Either,
 }
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("max_len", &self.max_len).field("pair_task", &self.pair_task).finish()
+        f.debug_struct("TextTokenizer").field("max_len", &self.max_len).field("arity", &self.arity).finish()
     }
 }
 
 impl TextTokenizer {
-    /// Wraps a parsed tokenizer. `max_len` counts the special tokens (`[CLS]`, `[SEP]`) too and must leave room for
-    /// at least one token of each text.
-    pub fn new(mut inner: Tokenizer, max_len: usize, pair_task: bool) -> Result<Self, String> {
+    /// Wraps a parsed tokenizer for a task of single texts or of pairs. `max_len` counts the special tokens
+    /// (`[CLS]`, `[SEP]`) too and must leave room for at least one token of each text.
+    pub fn new(inner: Tokenizer, max_len: usize, pair_task: bool) -> Result<Self, String> {
+        Self::with_arity(inner, max_len, if pair_task { Arity::Pair } else { Arity::Single })
+    }
+
+    /// Wraps a parsed tokenizer that takes single texts and pairs alike (training and evaluation data, whose task
+    /// says which); `max_len` must leave room for a pair.
+    pub fn for_any_input(inner: Tokenizer, max_len: usize) -> Result<Self, String> {
+        Self::with_arity(inner, max_len, Arity::Either)
+    }
+
+    fn with_arity(mut inner: Tokenizer, max_len: usize, arity: Arity) -> Result<Self, String> {
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| format!("cannot disable truncation: {e}"))?;
-        let added = inner.get_post_processor().map(|p| p.added_tokens(pair_task)).unwrap_or(0);
-        let needed = added + if pair_task { 2 } else { 1 };
+        let pairs = arity != Arity::Single;
+        let added = inner.get_post_processor().map(|p| p.added_tokens(pairs)).unwrap_or(0);
+        let needed = added + if pairs { 2 } else { 1 };
         if max_len < needed {
             return Err(format!("max_seq_len {max_len} leaves no room for text after {added} special tokens"));
         }
         let pre_cut = PreCut::of(&inner);
-        Ok(Self { inner, max_len, pair_task, pre_cut })
+        Ok(Self { inner, max_len, arity, pre_cut })
     }
 
     pub fn from_file(path: &std::path::Path, max_len: usize, pair_task: bool) -> Result<Self, String> {
@@ -135,27 +214,38 @@ impl TextTokenizer {
         Self::new(inner, max_len, pair_task)
     }
 
+    /// The vocabulary's size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id of `token`, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     pub fn max_len(&self) -> usize {
         self.max_len
     }
 
+    /// Whether this tokenizer's task classifies sentence pairs (`false` for one that takes either kind).
     pub fn is_pair_task(&self) -> bool {
-        self.pair_task
+        self.arity == Arity::Pair
     }
 
     /// Refuses an input this model cannot take (a pair for a single-text task or the reverse, an empty or
     /// whitespace-only text) without tokenizing it: the checks [`Self::encode`] starts with, for a caller that
     /// validates a whole request before it runs any of it (the HTTP API). Returns the pair's second text.
     pub fn check<'a>(&self, input: &Input<'a>) -> Result<Option<&'a str>, InputError> {
-        let second = match (self.pair_task, input.pair) {
-            (true, Some(b)) => Some(b),
-            (false, None) => None,
-            (true, None) => {
+        let second = match (self.arity, input.pair) {
+            (Arity::Pair | Arity::Either, Some(b)) => Some(b),
+            (Arity::Single | Arity::Either, None) => None,
+            (Arity::Pair, None) => {
                 return Err(InputError::Arity(
                     "this model classifies sentence pairs: give both texts separated by a TAB".into(),
                 ))
             }
-            (false, Some(_)) => {
+            (Arity::Single, Some(_)) => {
                 return Err(InputError::Arity("this model classifies single texts, but a pair was given".into()))
             }
         };
@@ -435,44 +525,27 @@ fn is_chinese_char(c: char) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testing::tiny_tokenizer_json as tokenizer_json;
     use std::str::FromStr;
 
-    /// A real BERT-style tokenizer.json over a tiny vocabulary, with the padding and truncation to 128 that the
-    /// pretrained MiniLM file carries, which the wrapper must override.
-    pub(crate) fn tokenizer_json(padding: bool) -> String {
-        let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "is", "great", "bad", "a", "##s"];
-        let vocab: serde_json::Map<String, serde_json::Value> =
-            words.iter().enumerate().map(|(i, w)| (w.to_string(), i.into())).collect();
-        let added: Vec<serde_json::Value> = words[..5]
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                                   "normalized": false, "special": true})
-            })
-            .collect();
-        let (truncation, pad) = if padding {
-            (
-                serde_json::json!({"direction": "Right", "max_length": 128, "strategy": "LongestFirst", "stride": 0}),
-                serde_json::json!({"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null,
-                                   "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}),
-            )
-        } else {
-            (serde_json::Value::Null, serde_json::Value::Null)
-        };
-        serde_json::json!({
-            "version": "1.0", "truncation": truncation, "padding": pad, "added_tokens": added,
-            "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                           "strip_accents": null, "lowercase": true},
-            "pre_tokenizer": {"type": "BertPreTokenizer"},
-            "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
-            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-                      "max_input_chars_per_word": 100, "vocab": vocab}
-        })
-        .to_string()
+    fn enc(n: usize) -> Encoded {
+        Encoded::new((1..=n as i64).collect(), vec![0; n])
+    }
+
+    #[test]
+    fn pads_to_longest_or_fixed() {
+        let (a, b) = (enc(3), enc(5));
+        let batch = EncodedBatch::pad(&[&a, &b], 0, None);
+        assert_eq!(batch.seq_len, 5);
+        assert_eq!(&batch.input_ids[..5], &[1, 2, 3, 0, 0]);
+        assert_eq!(&batch.attention_mask[..5], &[1, 1, 1, 0, 0]);
+        assert_eq!(&batch.attention_mask[5..], &[1, 1, 1, 1, 1]);
+        let fixed = EncodedBatch::pad(&[&a, &b], 9, Some(8));
+        assert_eq!(fixed.seq_len, 8);
+        assert_eq!(fixed.input_ids[7], 9);
+        assert_eq!(fixed.input_ids.len(), 16);
     }
 
     fn tokenizer(max_len: usize, pair: bool) -> TextTokenizer {
@@ -593,8 +666,8 @@ pub(crate) mod tests {
 /// cut text against those of the whole text on texts made to break it.
 #[cfg(test)]
 mod pre_cut_tests {
-    use super::tests::tokenizer_json;
     use super::*;
+    use crate::testing::tiny_tokenizer_json as tokenizer_json;
     use std::str::FromStr;
     use tokenizers::normalizers::BertNormalizer;
     use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -637,7 +710,7 @@ mod pre_cut_tests {
 
     /// The shipped package's tokenizer (the real BERT vocabulary), with truncation to `max_len` or none.
     fn minilm(max_len: Option<usize>) -> Tokenizer {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/sst2-minilm-l6/tokenizer.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/sst2-minilm-l6/tokenizer.json");
         let mut t = Tokenizer::from_file(path).unwrap();
         t.with_padding(None);
         let truncation = max_len.map(|max_length| TruncationParams { max_length, ..Default::default() });

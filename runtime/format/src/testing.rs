@@ -1,13 +1,18 @@
-//! Small real models for tests: a WordPiece tokenizer over a committed subset of the uncased BERT vocabulary,
-//! and tiny model configurations. Tests across the workspace use these instead of the pretrained backbone, which
-//! they must not depend on.
+//! The test fixtures of the whole workspace, in one place: small real tokenizers and tiny model configurations.
+//! Tests of every crate use these instead of the pretrained backbone, which they must not depend on. (Public, not
+//! `cfg(test)`, so that other crates' tests and the tools' `random-checkpoint` reach them.)
 //!
-//! The vocabulary (`tools/data/test_vocab.txt`, made by `tools/scripts/make_test_vocab.py`) keeps the special
+//! - [`test_tokenizer_json`]: a WordPiece tokenizer over a committed subset of the uncased BERT vocabulary, for
+//!   models and packages.
+//! - [`tiny_tokenizer_json`]: BERT's pipeline over 12 words, whose ids tests can spell out.
+//! - [`tiny_config`]: a tiny COSEE model configuration over the test vocabulary.
+//!
+//! The vocabulary (`runtime/format/data/test_vocab.txt`, made by `runtime/format/scripts/make_test_vocab.py`) keeps the special
 //! tokens at ids 0–4, every single character with its `##` form, and the 2,500 pieces most used on SST-2, so real
 //! SST-2 sentences tokenize into real word pieces and never into `[UNK]` for lack of a character.
 
-use cosee_runtime::config::{BertConfig, ExitConfig, ModelConfig};
-use cosee_runtime::{ExitSignal, Task};
+use crate::config::{BertConfig, ExitConfig, ModelConfig, Pooling};
+use crate::{ExitSignal, Task};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -63,6 +68,43 @@ pub fn write_test_tokenizer(path: &Path) -> Result<(), String> {
     std::fs::write(path, test_tokenizer_json()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// A real BERT-style tokenizer.json over a tiny vocabulary, with the padding and truncation to 128 that the
+/// pretrained MiniLM file carries (with `padding`), which the runtime's wrapper must override. Ids: `[PAD]` 0,
+/// `[UNK]` 1, `[CLS]` 2, `[SEP]` 3, `[MASK]` 4, then the, movie, is, great, bad, a, ##s.
+pub fn tiny_tokenizer_json(padding: bool) -> String {
+    let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "is", "great", "bad", "a", "##s"];
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        words.iter().enumerate().map(|(i, w)| (w.to_string(), i.into())).collect();
+    let added: Vec<serde_json::Value> = words[..5]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                               "normalized": false, "special": true})
+        })
+        .collect();
+    let (truncation, pad) = if padding {
+        (
+            serde_json::json!({"direction": "Right", "max_length": 128, "strategy": "LongestFirst", "stride": 0}),
+            serde_json::json!({"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null,
+                               "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}),
+        )
+    } else {
+        (serde_json::Value::Null, serde_json::Value::Null)
+    };
+    serde_json::json!({
+        "version": "1.0", "truncation": truncation, "padding": pad, "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    })
+    .to_string()
+}
+
 /// A tiny COSEE model configuration over the test vocabulary: `hidden` must be a multiple of `heads`; the
 /// feed-forward size is 4 × hidden like BERT's.
 pub fn tiny_config(num_layers: usize, hidden: usize, heads: usize, task: Task, signal: ExitSignal) -> ModelConfig {
@@ -86,7 +128,7 @@ pub fn tiny_config(num_layers: usize, hidden: usize, heads: usize, task: Task, s
             label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
             signal,
             per_exit_pooler: false,
-            pooling: cosee_runtime::config::Pooling::Cls,
+            pooling: Pooling::Cls,
             max_seq_len: 128,
         }),
     }
