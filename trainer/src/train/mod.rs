@@ -10,7 +10,7 @@ use crate::data::{labels, load_with_holdout, subset, DataSource, Split, HOLDOUT_
 use crate::error::{io_err, Result, TrainerError};
 use crate::eval::{self, EvalReport};
 use crate::model::{checkpoint, LoadReport, MultiExitBert, TOKENIZER_FILE};
-use crate::objective::swm::{beta_t, RangeTracker, ThresholdRange};
+use crate::objective::swm::{beta_t, ThresholdRange};
 use crate::objective::ObjectiveConfig;
 use crate::tokenize::{bucketed_batches, BatchTensors, Encoded, EncodedBatch, TextEncoder, DEFAULT_MAX_LEN};
 use cosee_format::config::{ExitConfig, Pooling};
@@ -204,87 +204,67 @@ struct Prepared {
     dev_labels: Vec<usize>,
 }
 
+/// A run in progress: what starting or resuming gives, and what every step changes.
+struct Run {
+    config: TrainConfig,
+    model: MultiExitBert,
+    encoder: TextEncoder,
+    optimizer: AdamW,
+    state: TrainingState,
+    /// The checkpoint this process resumed from, if any.
+    resumed_from: Option<PathBuf>,
+}
+
+/// What this process has trained so far (a resumed run counts from its resume).
+#[derive(Default)]
+struct Progress {
+    steps: usize,
+    train_seconds: f64,
+    padded_tokens_len: usize,
+    micro_batches: usize,
+    loss_ema: Option<f64>,
+}
+
+/// What one optimizer step computed: the batch-mean losses.
+struct StepLosses {
+    total: f64,
+    ce: f64,
+    osc: f64,
+}
+
 /// Runs (or, with `resume`, continues) the training described by `config`.
 pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result<TrainSummary> {
-    let output = config.output_dir.clone();
-    let resume_from = if resume { state::latest_checkpoint(&output)? } else { None };
-    let config = match &resume_from {
-        // The saved `output_dir` is where the run was written; a moved or copied run continues where it is now.
-        Some(_) => TrainConfig { output_dir: output.clone(), ..state::read_config(&output)? },
-        None => config.clone(),
-    };
-    config.validate()?;
     let say = |msg: String| {
         if options.verbose {
             eprintln!("{msg}");
         }
     };
+    let (mut run, load_report) = start_or_resume(config, options, resume, &say)?;
+    let output = run.config.output_dir.clone();
 
-    let (model, encoder, mut state, mut optimizer, load_report) = match &resume_from {
-        Some(dir) => {
-            let model = MultiExitBert::load_checkpoint(dir, options.device)?;
-            let encoder = TextEncoder::from_file(&dir.join(TOKENIZER_FILE), config.max_seq_len)?;
-            let state = state::read_state(dir)?;
-            let mut optimizer = AdamW::new(&model, config.adam);
-            let moments = checkpoint::read_tensors(&dir.join(state::OPTIMIZER_FILE), options.device)?;
-            optimizer.load_state(&moments, state.step as i64)?;
-            say(format!("resuming from {} (step {}, epoch {})", dir.display(), state.step, state.epoch + 1));
-            (model, encoder, state, optimizer, None)
-        }
-        None => {
-            if !resume && state::latest_checkpoint(&output)?.is_some() {
-                return Err(TrainerError::Invalid(format!(
-                    "{} already holds a run with checkpoints: continue it with --resume or choose another directory",
-                    output.display()
-                )));
-            }
-            std::fs::create_dir_all(&output).map_err(io_err(&output))?;
-            let json = serde_json::to_string_pretty(&config).expect("config serializes");
-            checkpoint::write_file_atomically(&output.join(state::CONFIG_FILE), json.as_bytes())?;
-            let (model, report) = initial_model(&config, options.device)?;
-            say(describe_load(&report));
-            let encoder = TextEncoder::from_file(&config.backbone.join(TOKENIZER_FILE), config.max_seq_len)?;
-            let optimizer = AdamW::new(&model, config.adam);
-            let placeholder = TrainingState {
-                step: 0,
-                epoch: 0,
-                batch_in_epoch: 0,
-                total_steps: 0,
-                steps_per_epoch: 0,
-                seed: config.seed,
-                threshold_range: ThresholdRange::initial(config.objective.signal, model.num_layers()),
-                range_tracker: RangeTracker::default(),
-                epoch_seconds: 0.0,
-                epoch_loss_sum: 0.0,
-                epoch_ce_sum: 0.0,
-                epoch_osc_sum: 0.0,
-                epoch_batches: 0,
-                diagnostics: Default::default(),
-            };
-            (model, encoder, placeholder, optimizer, Some(report))
-        }
-    };
-
-    let data = prepare(&config, &encoder)?;
+    let data = prepare(&run.config, &run.encoder)?;
+    let config = &run.config;
     let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
     let total_steps = config.max_steps.unwrap_or(steps_per_epoch * config.epochs);
     let epochs = total_steps.div_ceil(steps_per_epoch.max(1));
-    if resume_from.is_some() && (state.steps_per_epoch != steps_per_epoch || state.total_steps != total_steps) {
+    if run.resumed_from.is_some()
+        && (run.state.steps_per_epoch != steps_per_epoch || run.state.total_steps != total_steps)
+    {
         return Err(TrainerError::Invalid(format!(
             "the data changed since the checkpoint: {steps_per_epoch} steps per epoch and {total_steps} in total now, \
              {} and {} then",
-            state.steps_per_epoch, state.total_steps
+            run.state.steps_per_epoch, run.state.total_steps
         )));
     }
-    state.steps_per_epoch = steps_per_epoch;
-    state.total_steps = total_steps;
-    if resume_from.is_none() && config.standardize_poolers {
+    run.state.steps_per_epoch = steps_per_epoch;
+    run.state.total_steps = total_steps;
+    if run.resumed_from.is_none() && config.standardize_poolers {
         let sample: Vec<&Encoded> = data.train.iter().take(POOLER_SAMPLE).collect();
-        model.standardize_exit_poolers(&EncodedBatch::pad(&sample, encoder.pad_id(), None))?;
+        run.model.standardize_exit_poolers(&EncodedBatch::pad(&sample, run.encoder.pad_id(), None))?;
         say(format!("exit poolers standardized on {} training examples", sample.len()));
     }
-    if resume_from.is_none() && config.centered_logits {
-        model.center_classifiers();
+    if run.resumed_from.is_none() && config.centered_logits {
+        run.model.center_classifiers();
     }
     say(format!(
         "{} train / {} dev examples; {} epochs × {} steps = {} optimizer steps of {} (micro-batch {}) on {:?}",
@@ -298,152 +278,221 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
         options.device
     ));
 
-    let bar = progress_bar(options.progress, total_steps, state.step);
+    let bar = progress_bar(options.progress, total_steps, run.state.step);
     let lengths: Vec<usize> = data.train.iter().map(Encoded::len).collect();
-    let initial_range = ThresholdRange::initial(config.objective.signal, model.num_layers());
-    let micro = config.micro_batch_size();
-    let (mut steps_this_run, mut train_seconds, mut padded_tokens_len, mut micro_batches) =
-        (0usize, 0.0f64, 0usize, 0usize);
-    let mut loss_ema: Option<f64> = None;
+    let mut progress = Progress::default();
     let mut last_dev = None;
-    let resumed_epoch = resume_from.is_some().then_some(state.epoch);
+    let resumed_epoch = run.resumed_from.is_some().then_some(run.state.epoch);
 
-    'epochs: while state.epoch < epochs && state.step < total_steps {
-        let mut data_rng = rand::rngs::StdRng::seed_from_u64(derive_seed(config.seed, STREAM_DATA, state.epoch as u64));
-        let batches = bucketed_batches(&lengths, config.batch_size, &mut data_rng);
+    'epochs: while run.state.epoch < epochs && run.state.step < total_steps {
+        let seed = derive_seed(run.config.seed, STREAM_DATA, run.state.epoch as u64);
+        let batches = bucketed_batches(&lengths, run.config.batch_size, &mut rand::rngs::StdRng::seed_from_u64(seed));
         let mut epoch_clock = Instant::now();
-        for batch in batches.iter().skip(state.batch_in_epoch) {
-            if state.step >= total_steps {
+        for batch in batches.iter().skip(run.state.batch_in_epoch) {
+            if run.state.step >= total_steps {
                 break;
             }
-            if options.stop_after_steps.is_some_and(|s| state.step >= s) {
+            if options.stop_after_steps.is_some_and(|s| run.state.step >= s) {
                 break 'epochs;
             }
             let started = Instant::now();
-            tch::manual_seed(derive_seed(config.seed, STREAM_DROPOUT, state.step as u64) as i64);
-            let mut threshold_rng =
-                rand::rngs::StdRng::seed_from_u64(derive_seed(config.seed, STREAM_THRESHOLDS, state.step as u64));
-            let thresholds = state.threshold_range.sample(config.objective.k, &mut threshold_rng);
-            let beta = beta_t(config.objective.beta0, state.step, total_steps);
-            let lr = linear_lr(config.learning_rate, state.step, config.warmup_steps, total_steps);
-
-            optimizer.zero_grad();
-            let (mut loss_sum, mut ce_sum, mut osc_sum) = (0.0, 0.0, 0.0);
-            for chunk in batch.chunks(micro) {
-                let items: Vec<&Encoded> = chunk.iter().map(|&i| &data.train[i]).collect();
-                let padded = EncodedBatch::pad(&items, encoder.pad_id(), config.pad_to);
-                padded_tokens_len += padded.seq_len;
-                micro_batches += 1;
-                let (ids, types, mask) = padded.to_tensors(options.device);
-                let labels: Vec<i64> = chunk.iter().map(|&i| data.train_labels[i]).collect();
-                let labels = Tensor::from_slice(&labels).to_device(options.device);
-                let logits = model.forward(&ids, &types, &mask, true);
-                let out = config.objective.loss(&logits, &labels, &thresholds, beta)?;
-                // Each micro-batch loss is a mean over its samples: weight it by its share of the batch so the
-                // accumulated gradient is that of the batch mean.
-                let share = chunk.len() as f64 / batch.len() as f64;
-                (&out.total * share).backward();
-                loss_sum += out.total.double_value(&[]) * share;
-                ce_sum += out.ce * share;
-                osc_sum += out.osc.unwrap_or(0.0) * share;
-                if let Some(signals) = &out.signals {
-                    state.range_tracker.observe(signals);
-                }
-                let signal_rows = match out.signals {
-                    Some(rows) => rows,
-                    None => config.objective.signal_rows(&logits)?,
-                };
-                state.diagnostics.observe(&signal_rows, &correct_rows(&logits, &labels)?, &out.exit_weights);
-            }
-            optimizer.clip_grad_norm(config.max_grad_norm);
-            optimizer.step(lr);
-            if config.centered_logits {
-                model.center_classifiers();
-            }
-            if !loss_sum.is_finite() {
-                return Err(TrainerError::Invalid(format!("the loss became {loss_sum} at step {}", state.step + 1)));
-            }
-
-            state.step += 1;
-            state.batch_in_epoch += 1;
-            state.epoch_loss_sum += loss_sum;
-            state.epoch_ce_sum += ce_sum;
-            state.epoch_osc_sum += osc_sum;
-            state.epoch_batches += 1;
+            let losses = train_step(&mut run, &data, batch, total_steps, options.device, &mut progress)?;
+            run.state.record_step(losses.total, losses.ce, losses.osc);
             let seconds = started.elapsed().as_secs_f64();
-            train_seconds += seconds;
-            steps_this_run += 1;
-            let ema = loss_ema.map_or(loss_sum, |e| 0.9 * e + 0.1 * loss_sum);
-            loss_ema = Some(ema);
-            bar.set_position(state.step as u64);
-            bar.set_message(format!("loss {ema:.4} | {:.2} steps/s", steps_this_run as f64 / train_seconds.max(1e-9)));
+            progress.train_seconds += seconds;
+            progress.steps += 1;
+            let ema = progress.loss_ema.map_or(losses.total, |e| 0.9 * e + 0.1 * losses.total);
+            progress.loss_ema = Some(ema);
+            bar.set_position(run.state.step as u64);
+            bar.set_message(format!(
+                "loss {ema:.4} | {:.2} steps/s",
+                progress.steps as f64 / progress.train_seconds.max(1e-9)
+            ));
 
-            let epoch_done = state.batch_in_epoch == batches.len() || state.step == total_steps;
-            if config.save_steps > 0 && state.step % config.save_steps == 0 && !epoch_done {
-                state.epoch_seconds += epoch_clock.elapsed().as_secs_f64();
+            let epoch_done = run.state.batch_in_epoch == batches.len() || run.state.step == total_steps;
+            if run.config.save_steps > 0 && run.state.step % run.config.save_steps == 0 && !epoch_done {
+                run.state.epoch_seconds += epoch_clock.elapsed().as_secs_f64();
                 epoch_clock = Instant::now();
-                save_training_checkpoint(&model, &encoder, &optimizer, &state, &config)?;
+                save_training_checkpoint(&run)?;
             }
         }
 
-        // Epoch end: the signals seen in this epoch set the next epoch's threshold range (paper §3.2).
-        let epoch_seconds = state.epoch_seconds + epoch_clock.elapsed().as_secs_f64();
-        let batches_done = state.epoch_batches.max(1) as f64;
-        let used_range = state.threshold_range;
-        state.threshold_range = state.range_tracker.range(initial_range);
-        let mut line = serde_json::json!({
-            "event": "epoch",
-            "epoch": state.epoch + 1,
-            "step": state.step,
-            "wall_seconds": epoch_seconds,
-            "resumed": resumed_epoch == Some(state.epoch),
-            "train_loss": state.epoch_loss_sum / batches_done,
-            "train_ce": state.epoch_ce_sum / batches_done,
-            "train_osc": state.epoch_osc_sum / batches_done,
-            "lr_end": linear_lr(config.learning_rate, state.step, config.warmup_steps, total_steps),
-            "beta_end": beta_t(config.objective.beta0, state.step, total_steps),
-            "threshold_range": used_range,
-            "next_threshold_range": state.threshold_range,
-            "exits": state.diagnostics.summary(),
-        });
-        state.epoch += 1;
-        state.batch_in_epoch = 0;
-        state.range_tracker = RangeTracker::default();
-        state.diagnostics = Default::default();
-        state.epoch_seconds = 0.0;
-        (state.epoch_loss_sum, state.epoch_ce_sum, state.epoch_osc_sum, state.epoch_batches) = (0.0, 0.0, 0.0, 0);
-        if config.eval_each_epoch && !data.dev.is_empty() {
+        let epoch_seconds = run.state.epoch_seconds + epoch_clock.elapsed().as_secs_f64();
+        let mut line = end_epoch(&mut run, epoch_seconds, total_steps, resumed_epoch);
+        if run.config.eval_each_epoch && !data.dev.is_empty() {
             let clock = Instant::now();
-            let report = evaluate_dev(&model, &encoder, &data, &config)?;
+            let report = evaluate_dev(&run.model, &run.encoder, &data, &run.config)?;
             line["dev_seconds"] = serde_json::json!(clock.elapsed().as_secs_f64());
             line["dev"] = serde_json::to_value(&report).expect("report serializes");
             bar.suspend(|| say(epoch_note(&line, &report)));
             last_dev = Some(report);
         }
         append_metrics(&output, &line)?;
-        save_training_checkpoint(&model, &encoder, &optimizer, &state, &config)?;
+        save_training_checkpoint(&run)?;
     }
     bar.finish_and_clear();
+    finish(run, &data, total_steps, progress, last_dev, load_report, options)
+}
 
-    let finished = state.step >= total_steps;
+/// A fresh run (its directory created and its config saved, the model built from the backbone) or, with `resume`,
+/// the latest checkpoint of `config.output_dir` with its weights, optimizer moments and training state.
+fn start_or_resume(
+    config: &TrainConfig,
+    options: &RunOptions,
+    resume: bool,
+    say: &dyn Fn(String),
+) -> Result<(Run, Option<LoadReport>)> {
+    let output = config.output_dir.clone();
+    let resumed_from = if resume { state::latest_checkpoint(&output)? } else { None };
+    if let Some(dir) = resumed_from {
+        // The saved `output_dir` is where the run was written; a moved or copied run continues where it is now.
+        let config = TrainConfig { output_dir: output.clone(), ..state::read_config(&output)? };
+        config.validate()?;
+        let model = MultiExitBert::load_checkpoint(&dir, options.device)?;
+        let encoder = TextEncoder::from_file(&dir.join(TOKENIZER_FILE), config.max_seq_len)?;
+        let state = state::read_state(&dir)?;
+        let mut optimizer = AdamW::new(&model, config.adam);
+        let moments = checkpoint::read_tensors(&dir.join(state::OPTIMIZER_FILE), options.device)?;
+        optimizer.load_state(&moments, state.step as i64)?;
+        say(format!("resuming from {} (step {}, epoch {})", dir.display(), state.step, state.epoch + 1));
+        let run = Run { config, model, encoder, optimizer, state, resumed_from: Some(dir) };
+        return Ok((run, None));
+    }
+    let config = config.clone();
+    config.validate()?;
+    if !resume && state::latest_checkpoint(&output)?.is_some() {
+        return Err(TrainerError::Invalid(format!(
+            "{} already holds a run with checkpoints: continue it with --resume or choose another directory",
+            output.display()
+        )));
+    }
+    std::fs::create_dir_all(&output).map_err(io_err(&output))?;
+    let json = serde_json::to_string_pretty(&config).expect("config serializes");
+    checkpoint::write_file_atomically(&output.join(state::CONFIG_FILE), json.as_bytes())?;
+    let (model, report) = initial_model(&config, options.device)?;
+    say(describe_load(&report));
+    let encoder = TextEncoder::from_file(&config.backbone.join(TOKENIZER_FILE), config.max_seq_len)?;
+    let optimizer = AdamW::new(&model, config.adam);
+    let state = TrainingState::start(config.seed, ThresholdRange::initial(config.objective.signal, model.num_layers()));
+    Ok((Run { config, model, encoder, optimizer, state, resumed_from: None }, Some(report)))
+}
+
+/// One optimizer step on `batch` (indices into the training data), accumulated over micro-batches. Its random
+/// streams (dropout, SWM thresholds) are derived from the step number, so a resumed run repeats it exactly.
+fn train_step(
+    run: &mut Run,
+    data: &Prepared,
+    batch: &[usize],
+    total_steps: usize,
+    device: Device,
+    progress: &mut Progress,
+) -> Result<StepLosses> {
+    let (config, state) = (&run.config, &mut run.state);
+    tch::manual_seed(derive_seed(config.seed, STREAM_DROPOUT, state.step as u64) as i64);
+    let mut threshold_rng =
+        rand::rngs::StdRng::seed_from_u64(derive_seed(config.seed, STREAM_THRESHOLDS, state.step as u64));
+    let thresholds = state.threshold_range.sample(config.objective.k, &mut threshold_rng);
+    let beta = beta_t(config.objective.beta0, state.step, total_steps);
+    let lr = linear_lr(config.learning_rate, state.step, config.warmup_steps, total_steps);
+
+    run.optimizer.zero_grad();
+    let mut losses = StepLosses { total: 0.0, ce: 0.0, osc: 0.0 };
+    for chunk in batch.chunks(config.micro_batch_size()) {
+        let items: Vec<&Encoded> = chunk.iter().map(|&i| &data.train[i]).collect();
+        let padded = EncodedBatch::pad(&items, run.encoder.pad_id(), config.pad_to);
+        progress.padded_tokens_len += padded.seq_len;
+        progress.micro_batches += 1;
+        let (ids, types, mask) = padded.to_tensors(device);
+        let labels: Vec<i64> = chunk.iter().map(|&i| data.train_labels[i]).collect();
+        let labels = Tensor::from_slice(&labels).to_device(device);
+        let logits = run.model.forward(&ids, &types, &mask, true);
+        let out = config.objective.loss(&logits, &labels, &thresholds, beta)?;
+        // Each micro-batch loss is a mean over its samples: weight it by its share of the batch so the
+        // accumulated gradient is that of the batch mean.
+        let share = chunk.len() as f64 / batch.len() as f64;
+        (&out.total * share).backward();
+        losses.total += out.total.double_value(&[]) * share;
+        losses.ce += out.ce * share;
+        losses.osc += out.osc.unwrap_or(0.0) * share;
+        if let Some(signals) = &out.signals {
+            state.range_tracker.observe(signals);
+        }
+        let signal_rows = match out.signals {
+            Some(rows) => rows,
+            None => config.objective.signal_rows(&logits)?,
+        };
+        state.diagnostics.observe(&signal_rows, &correct_rows(&logits, &labels)?, &out.exit_weights);
+    }
+    run.optimizer.clip_grad_norm(config.max_grad_norm);
+    run.optimizer.step(lr);
+    if config.centered_logits {
+        run.model.center_classifiers();
+    }
+    if !losses.total.is_finite() {
+        return Err(TrainerError::Invalid(format!("the loss became {} at step {}", losses.total, state.step + 1)));
+    }
+    Ok(losses)
+}
+
+/// Closes the epoch in progress: its `metrics.jsonl` line (losses, schedule, per-exit diagnostics), and the state
+/// set for the next one, whose SWM threshold range is the signals seen in this one (paper §3.2).
+fn end_epoch(run: &mut Run, epoch_seconds: f64, total_steps: usize, resumed_epoch: Option<usize>) -> serde_json::Value {
+    let (config, state) = (&run.config, &mut run.state);
+    let initial_range = ThresholdRange::initial(config.objective.signal, run.model.num_layers());
+    let batches_done = state.epoch_batches.max(1) as f64;
+    let used_range = state.threshold_range;
+    state.threshold_range = state.range_tracker.range(initial_range);
+    let line = serde_json::json!({
+        "event": "epoch",
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "wall_seconds": epoch_seconds,
+        "resumed": resumed_epoch == Some(state.epoch),
+        "train_loss": state.epoch_loss_sum / batches_done,
+        "train_ce": state.epoch_ce_sum / batches_done,
+        "train_osc": state.epoch_osc_sum / batches_done,
+        "lr_end": linear_lr(config.learning_rate, state.step, config.warmup_steps, total_steps),
+        "beta_end": beta_t(config.objective.beta0, state.step, total_steps),
+        "threshold_range": used_range,
+        "next_threshold_range": state.threshold_range,
+        "exits": state.diagnostics.summary(),
+    });
+    state.start_next_epoch();
+    line
+}
+
+/// The end of this process's part of the run: the final model and its dev evaluation when the run is complete,
+/// the closing `metrics.jsonl` line either way.
+fn finish(
+    run: Run,
+    data: &Prepared,
+    total_steps: usize,
+    progress: Progress,
+    mut last_dev: Option<EvalReport>,
+    load_report: Option<LoadReport>,
+    options: &RunOptions,
+) -> Result<TrainSummary> {
+    let output = &run.config.output_dir;
+    let finished = run.state.step >= total_steps;
     let final_model = if finished {
         let dir = output.join("model");
-        model.save_checkpoint(&dir, encoder.json_bytes())?;
+        run.model.save_checkpoint(&dir, run.encoder.json_bytes())?;
         if last_dev.is_none() && !data.dev.is_empty() {
-            last_dev = Some(evaluate_dev(&model, &encoder, &data, &config)?);
+            last_dev = Some(evaluate_dev(&run.model, &run.encoder, data, &run.config)?);
         }
         Some(dir)
     } else {
         None
     };
-    let steps_per_second = if train_seconds > 0.0 { steps_this_run as f64 / train_seconds } else { 0.0 };
-    let mean_seq_len = padded_tokens_len as f64 / micro_batches.max(1) as f64;
+    let steps_per_second =
+        if progress.train_seconds > 0.0 { progress.steps as f64 / progress.train_seconds } else { 0.0 };
+    let mean_seq_len = progress.padded_tokens_len as f64 / progress.micro_batches.max(1) as f64;
     append_metrics(
-        &output,
+        output,
         &serde_json::json!({
             "event": if finished { "finished" } else { "stopped" },
-            "step": state.step,
-            "steps_this_run": steps_this_run,
+            "step": run.state.step,
+            "steps_this_run": progress.steps,
             "steps_per_second": steps_per_second,
             "mean_padded_seq_len": mean_seq_len,
             "device": format!("{:?}", options.device),
@@ -451,9 +500,9 @@ pub fn train(config: &TrainConfig, options: &RunOptions, resume: bool) -> Result
         }),
     )?;
     Ok(TrainSummary {
-        steps_done: state.step,
+        steps_done: run.state.step,
         total_steps,
-        steps_this_run,
+        steps_this_run: progress.steps,
         steps_per_second,
         mean_seq_len,
         final_model,
@@ -517,24 +566,18 @@ fn evaluate_dev(
     Ok(eval::evaluate(&outputs, config.task, signal, &signal.default_sweep(model.num_layers())))
 }
 
-fn save_training_checkpoint(
-    model: &MultiExitBert,
-    encoder: &TextEncoder,
-    optimizer: &AdamW,
-    state: &TrainingState,
-    config: &TrainConfig,
-) -> Result<()> {
-    let name = state::checkpoint_name(state.step);
-    let dir = state::checkpoints_dir(&config.output_dir).join(&name);
-    let state_json = serde_json::to_vec_pretty(state).expect("state serializes");
-    let moments = checkpoint::serialize_tensors(&optimizer.state_tensors())?;
+fn save_training_checkpoint(run: &Run) -> Result<()> {
+    let name = state::checkpoint_name(run.state.step);
+    let dir = state::checkpoints_dir(&run.config.output_dir).join(&name);
+    let state_json = serde_json::to_vec_pretty(&run.state).expect("state serializes");
+    let moments = checkpoint::serialize_tensors(&run.optimizer.state_tensors())?;
     checkpoint::save(
-        model,
+        &run.model,
         &dir,
-        encoder.json_bytes(),
+        run.encoder.json_bytes(),
         &[(state::STATE_FILE, state_json), (state::OPTIMIZER_FILE, moments)],
     )?;
-    state::publish_checkpoint(&config.output_dir, &name, config.keep_checkpoints)
+    state::publish_checkpoint(&run.config.output_dir, &name, run.config.keep_checkpoints)
 }
 
 fn append_metrics(output: &Path, line: &serde_json::Value) -> Result<()> {

@@ -55,6 +55,49 @@ pub struct TrainingState {
     pub diagnostics: super::diagnostics::ExitDiagnostics,
 }
 
+impl TrainingState {
+    /// The state of a run before its first step: epoch 0, SWM thresholds drawn from `threshold_range`.
+    pub fn start(seed: u64, threshold_range: ThresholdRange) -> Self {
+        Self {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            total_steps: 0,
+            steps_per_epoch: 0,
+            seed,
+            threshold_range,
+            range_tracker: RangeTracker::default(),
+            epoch_seconds: 0.0,
+            epoch_loss_sum: 0.0,
+            epoch_ce_sum: 0.0,
+            epoch_osc_sum: 0.0,
+            epoch_batches: 0,
+            diagnostics: Default::default(),
+        }
+    }
+
+    /// Counts one optimizer step with its batch-mean losses.
+    pub fn record_step(&mut self, loss: f64, ce: f64, osc: f64) {
+        self.step += 1;
+        self.batch_in_epoch += 1;
+        self.epoch_loss_sum += loss;
+        self.epoch_ce_sum += ce;
+        self.epoch_osc_sum += osc;
+        self.epoch_batches += 1;
+    }
+
+    /// Moves to the next epoch: its position, the per-epoch sums and the signal tracking start over (the threshold
+    /// range for it is set by the caller from this epoch's tracker first).
+    pub fn start_next_epoch(&mut self) {
+        self.epoch += 1;
+        self.batch_in_epoch = 0;
+        self.range_tracker = RangeTracker::default();
+        self.diagnostics = Default::default();
+        self.epoch_seconds = 0.0;
+        (self.epoch_loss_sum, self.epoch_ce_sum, self.epoch_osc_sum, self.epoch_batches) = (0.0, 0.0, 0.0, 0);
+    }
+}
+
 /// Deterministic seed derivation (SplitMix64 of the seed, a stream tag and an index).
 pub fn derive_seed(seed: u64, stream: u64, index: u64) -> u64 {
     let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
