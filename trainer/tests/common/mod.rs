@@ -1,7 +1,7 @@
 //! Shared fixtures: a tiny random BERT written as an HF-style "pretrained" directory, and the committed data.
 #![allow(dead_code)]
 
-use cosee_format::config::{BertConfig, ExitConfig, ModelConfig};
+use cosee_format::config::ModelConfig;
 use cosee_format::glue::Task;
 use cosee_format::signal::ExitSignal;
 use cosee_trainer::model::checkpoint::named_variables;
@@ -19,33 +19,18 @@ pub fn tokenizer_path() -> PathBuf {
     data("tiny_tokenizer.json")
 }
 
-/// A BERT of `layers` layers, hidden 64, 4 heads, FFN 128, over the tiny test vocabulary.
+/// A BERT of `layers` layers, hidden 64, 4 heads, FFN 128, over the tiny test vocabulary: the workspace's
+/// [`cosee_format::testing::tiny_config`] with this tokenizer's vocabulary, a narrower feed-forward layer and 64
+/// tokens.
 pub fn tiny_config(layers: usize, per_exit_pooler: bool) -> ModelConfig {
     let vocab = cosee_trainer::TextEncoder::from_file(&tokenizer_path(), 128).unwrap().vocab_size();
-    ModelConfig {
-        bert: BertConfig {
-            vocab_size: vocab,
-            hidden_size: 64,
-            num_hidden_layers: layers,
-            num_attention_heads: 4,
-            intermediate_size: 128,
-            max_position_embeddings: 128,
-            type_vocab_size: 2,
-            layer_norm_eps: 1e-12,
-            hidden_act: "gelu".into(),
-            pad_token_id: 0,
-            hidden_dropout_prob: 0.1,
-            attention_probs_dropout_prob: 0.1,
-        },
-        cosee: Some(ExitConfig {
-            task: Task::Sst2,
-            label_names: vec!["negative".into(), "positive".into()],
-            signal: ExitSignal::Energy,
-            per_exit_pooler,
-            pooling: cosee_format::config::Pooling::Cls,
-            max_seq_len: 64,
-        }),
-    }
+    let mut config = cosee_format::testing::tiny_config(layers, 64, 4, Task::Sst2, ExitSignal::Energy);
+    config.bert.vocab_size = vocab;
+    config.bert.intermediate_size = 128;
+    let exit = config.cosee.as_mut().expect("the tiny config has exits");
+    exit.per_exit_pooler = per_exit_pooler;
+    exit.max_seq_len = 64;
+    config
 }
 
 /// Writes a pretrained-style directory like a HF `BertModel` export: `bert.`-prefixed names, an int64
