@@ -50,6 +50,11 @@ impl From<TensorError> for CheckpointError {
             TensorError::Missing { path, name } => Self::MissingTensor { path, name },
             TensorError::Shape { path, name, expected, found } => Self::Shape { path, name, expected, found },
             TensorError::Dtype { path, name, dtype } => Self::Dtype { path, name, found: dtype },
+            TensorError::Checksum { path, expected, found } => Self::Invalid {
+                path,
+                message: format!("sha256 {found} does not match checksums.json's {expected} (damaged or altered file)"),
+            },
+            TensorError::Checksums { path, message } => Self::Invalid { path, message },
         }
     }
 }
@@ -86,6 +91,9 @@ impl Checkpoint {
         let config_path = require(dir, CONFIG_FILE, "config.json")?;
         let weights_path = require(dir, WEIGHTS_FILE, "model.safetensors")?;
         let tokenizer_path = require(dir, TOKENIZER_FILE, "tokenizer.json")?;
+        // A checkpoint the trainer wrote carries the sha256 of its files: a damaged weight is refused here rather
+        // than exported.
+        cosee_format::checkpoint::verify_checksums(dir)?;
         let mut config = ModelConfig::read(&config_path)?;
         let mut warnings = Vec::new();
         let random_heads = match (&config.cosee, &options.backbone_heads) {

@@ -249,3 +249,42 @@ fn damaged_checkpoints_are_refused_naming_the_file() {
     assert!(!output.join("model").exists(), "the copy's resume wrote into the original run");
     assert_eq!(latest_step(&output), Some(2));
 }
+
+/// A byte of tensor data flipped on disk (the header intact, so safetensors itself reads the file): the checksum the
+/// trainer wrote with the checkpoint refuses it, where the file alone would load as other weights.
+#[test]
+fn a_flipped_weight_is_refused_by_the_checkpoint_checksum() {
+    let root = tempfile::tempdir().unwrap();
+    let output = stopped_run(root.path());
+    for (i, file) in ["model.safetensors", "optimizer.safetensors"].into_iter().enumerate() {
+        let copy = root.path().join(format!("flipped-{i}"));
+        copy_dir(&output, &copy);
+        let ckpt = copy.join("checkpoints/step-0000002");
+        let path = ckpt.join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        let out = run(&mut resume(&copy));
+        refused(&out, &path, &format!("train --resume, {file} with a flipped data byte"));
+        assert!(text(&out.stderr).contains("sha256"), "{}", text(&out.stderr));
+    }
+}
+
+/// What a killed run left half-written (a checkpoint's temporary directory, the `latest` pointer's temporary file,
+/// both of another process) is removed when the resumed run publishes its next checkpoint.
+#[test]
+fn a_resumed_run_removes_the_temporaries_a_killed_run_left() {
+    let root = tempfile::tempdir().unwrap();
+    let output = stopped_run(root.path());
+    let checkpoints = output.join("checkpoints");
+    let left_dir = checkpoints.join(".step-0000003.tmp-4194999");
+    std::fs::create_dir_all(&left_dir).unwrap();
+    std::fs::write(left_dir.join("model.safetensors"), b"half written").unwrap();
+    let left_file = checkpoints.join(".latest.tmp-4194999");
+    std::fs::write(&left_file, b"step-00").unwrap();
+    let out = run(&mut resume(&output));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!left_dir.exists() && !left_file.exists(), "the abandoned temporaries are still there");
+    assert!(output.join("model/model.safetensors").exists());
+}

@@ -14,6 +14,8 @@ use std::path::Path;
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The sha256 of every other file of a checkpoint, written by the trainer with it ([`write_checksums`]).
+pub const CHECKSUMS_FILE: &str = "checksums.json";
 
 /// The prefix Hugging Face's `BertModel` / `BertForSequenceClassification` files put before the encoder's names.
 pub const HF_PREFIX: &str = "bert.";
@@ -34,6 +36,60 @@ pub mod names {
     }
 }
 
+/// `checksums.json`: file name → sha256 (hex) of every other file of the checkpoint directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Checksums {
+    files: BTreeMap<String, String>,
+}
+
+/// Records the sha256 of every file in `dir` (but itself) in its `checksums.json`. The trainer calls it last, on
+/// the temporary directory of a checkpoint, before it is published.
+pub fn write_checksums(dir: &Path) -> Result<(), TensorError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| TensorError::Io { path, source }
+    };
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != CHECKSUMS_FILE && entry.file_type().map_err(io(&entry.path()))?.is_file() {
+            let digest = crate::manifest::digest_file(&entry.path()).map_err(io(&entry.path()))?;
+            files.insert(name, digest.sha256);
+        }
+    }
+    let json = serde_json::to_vec_pretty(&Checksums { files }).expect("checksums serialize");
+    let path = dir.join(CHECKSUMS_FILE);
+    std::fs::write(&path, json).map_err(io(&path))
+}
+
+/// Checks every file `checksums.json` lists against its recorded sha256. `Ok(false)` when the directory has no
+/// `checksums.json` (a checkpoint written before checksums, or a pretrained backbone): there is nothing to check.
+pub fn verify_checksums(dir: &Path) -> Result<bool, TensorError> {
+    let path = dir.join(CHECKSUMS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(TensorError::Io { path: path.display().to_string(), source }),
+    };
+    let invalid = |message: String| TensorError::Checksums { path: path.display().to_string(), message };
+    let checksums: Checksums =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a checksum list: {e}")))?;
+    for (name, expected) in &checksums.files {
+        if name.contains(['/', '\\']) || name == ".." {
+            return Err(invalid(format!("names `{name}`, which is not a file of this directory")));
+        }
+        let file = dir.join(name);
+        let found = crate::manifest::digest_file(&file)
+            .map_err(|source| TensorError::Io { path: file.display().to_string(), source })?
+            .sha256;
+        if !found.eq_ignore_ascii_case(expected) {
+            return Err(TensorError::Checksum { path: file.display().to_string(), expected: expected.clone(), found });
+        }
+    }
+    Ok(true)
+}
+
 /// A safetensors file that could not be read, or a tensor of it that is not what the model needs.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorError {
@@ -47,6 +103,13 @@ pub enum TensorError {
     Shape { path: String, name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("{path}: tensor '{name}' has dtype {dtype}, expected a floating-point type (F32, F16, BF16 or F64)")]
     Dtype { path: String, name: String, dtype: String },
+    /// A file of a checkpoint differs from the digest the trainer recorded in `checksums.json` when it wrote it: a
+    /// damaged or altered file (safetensors has no checksum of its own, so a flipped weight would load silently).
+    #[error("{path}: sha256 {found} does not match {CHECKSUMS_FILE}'s {expected} (damaged or altered file)")]
+    Checksum { path: String, expected: String, found: String },
+    /// `checksums.json` is not a checksum list, or names something that is not a file of the directory.
+    #[error("{path}: {message}")]
+    Checksums { path: String, message: String },
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +275,24 @@ impl Activation {
 mod tests {
     use super::*;
     use safetensors::tensor::TensorView;
+
+    #[test]
+    fn checksums_refuse_a_changed_byte_and_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!verify_checksums(dir.path()).unwrap(), "nothing to check without checksums.json");
+        std::fs::write(dir.path().join(WEIGHTS_FILE), [1u8, 2, 3, 4]).unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), b"{}").unwrap();
+        write_checksums(dir.path()).unwrap();
+        assert!(verify_checksums(dir.path()).unwrap());
+        std::fs::write(dir.path().join(WEIGHTS_FILE), [1u8, 2, 3, 5]).unwrap();
+        let err = verify_checksums(dir.path()).unwrap_err();
+        assert!(matches!(err, TensorError::Checksum { ref path, .. } if path.ends_with(WEIGHTS_FILE)), "{err}");
+        std::fs::remove_file(dir.path().join(WEIGHTS_FILE)).unwrap();
+        let err = verify_checksums(dir.path()).unwrap_err();
+        assert!(matches!(err, TensorError::Io { ref path, .. } if path.ends_with(WEIGHTS_FILE)), "{err}");
+        std::fs::write(dir.path().join(CHECKSUMS_FILE), br#"{"files": {"../x": "00"}}"#).unwrap();
+        assert!(matches!(verify_checksums(dir.path()), Err(TensorError::Checksums { .. })));
+    }
 
     fn file(tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> TensorFile {
         let views: Vec<(String, TensorView<'_>)> =

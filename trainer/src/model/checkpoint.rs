@@ -97,6 +97,7 @@ fn tensor_error(e: TensorError) -> TrainerError {
             found: found.iter().map(|&d| d as i64).collect(),
         },
         TensorError::Dtype { path, name, dtype } => TrainerError::Dtype { path, name, dtype },
+        e @ (TensorError::Checksum { .. } | TensorError::Checksums { .. }) => TrainerError::Invalid(e.to_string()),
     }
 }
 
@@ -166,8 +167,15 @@ pub fn save(model: &MultiExitBert, dir: &Path, tokenizer_json: &[u8], extra: &[(
         for (name, bytes) in extra {
             write_synced(&tmp.join(name), bytes)?;
         }
-        Ok(())
+        // Last, over all of the above: safetensors has no checksum, so a damaged weight would load silently.
+        cosee_format::checkpoint::write_checksums(tmp).map_err(tensor_error)
     })
+}
+
+/// Refuses a checkpoint directory whose files differ from the checksums written with them (none to check in a
+/// directory written without them, such as a pretrained backbone).
+pub fn verify(dir: &Path) -> Result<()> {
+    cosee_format::checkpoint::verify_checksums(dir).map(|_| ()).map_err(tensor_error)
 }
 
 /// Writes a file and flushes it to disk before returning, so that a rename after it publishes whole data.

@@ -81,6 +81,7 @@ impl MultiExitBert {
     /// Reads a checkpoint directory written by [`checkpoint::save`]: `config.json` (with its `cosee` section)
     /// and `model.safetensors`. Every tensor must be present; nothing is left at random.
     pub fn load_checkpoint(dir: &Path, device: Device) -> Result<Self> {
+        checkpoint::verify(dir)?;
         let config = ModelConfig::read(&dir.join(CONFIG_FILE))?;
         let model = Self::new(&config, device)?;
         checkpoint::load_weights(&model, &dir.join(WEIGHTS_FILE), checkpoint::Missing::Fail)?;

@@ -130,6 +130,28 @@ pub fn publish_checkpoint(output: &Path, name: &str, keep: usize) -> Result<()> 
         let path = dir.join(old);
         std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
     }
+    remove_abandoned_temporaries(&dir)
+}
+
+/// Removes what a killed run left half-written in `dir`: the temporary copies (`.step-….tmp-PID`,
+/// `.latest.tmp-PID`) of processes other than this one. They are never read (a checkpoint is published by a rename
+/// only when whole), but each can hold a model's worth of disk. One run writes a directory at a time, so another
+/// process's temporary is an abandoned one.
+pub fn remove_abandoned_temporaries(dir: &Path) -> Result<()> {
+    let own = format!(".tmp-{}", std::process::id());
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))?.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let abandoned = name.starts_with('.')
+            && name
+                .rsplit_once(".tmp-")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            && !name.ends_with(&own);
+        if abandoned {
+            let path = entry.path();
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(io_err(&path))?;
+        }
+    }
     Ok(())
 }
 
