@@ -12,7 +12,7 @@ use cosee_runtime::manifest::{Calibration, Manifest};
 use cosee_runtime::metrics::SweepPoint;
 use cosee_runtime::metrics::{accuracy, exit_histogram, layer_speedup};
 use cosee_runtime::signal::argmax;
-use cosee_runtime::tune::RuntimeConfig;
+use cosee_runtime::tune::{self, RuntimeConfig, TuneEvent, TuneOptions};
 use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, Task};
 use cosee_tools::export::{export, ExportOptions};
 use cosee_tools::testing::tiny_config;
@@ -175,6 +175,47 @@ fn bench_json_has_the_documented_keys_and_writes_a_profile() {
     let table = text(&out.stdout);
     assert!(table.contains("2 inputs") && table.contains("accuracy -") && table.contains("full depth"), "{table}");
     assert!(dir.path().join("p2.json").exists());
+}
+
+/// `tune` as one library call: without a profile it measures one on the data, then measures its choice (the steps
+/// reported in that order), and saves the τ its report says it chose.
+#[test]
+fn tune_is_one_library_call_that_reports_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = TuneOptions {
+        budget_ms: 1000.0,
+        percentile: 90.0,
+        data: Some(data_file(dir.path())),
+        task: None,
+        plain: false,
+        profile: None,
+        limit: Some(20),
+        attempts: 2,
+        out: dir.path().join("config.json"),
+    };
+    let mut steps = Vec::new();
+    let report = tune::run(package(), &options, &mut |event| match event {
+        TuneEvent::Progress { .. } => {}
+        TuneEvent::MeasuringProfile { inputs } => steps.push(format!("profile {inputs}")),
+        TuneEvent::ProfileMeasured { inputs } => steps.push(format!("profiled {inputs}")),
+        TuneEvent::MeasuringThreshold { inputs, .. } => steps.push(format!("measure {inputs}")),
+        TuneEvent::Measured => steps.push("measured".into()),
+        TuneEvent::ProfileRead { .. } => steps.push("read".into()),
+    })
+    .unwrap();
+    assert_eq!(steps[..3], ["profile 20", "profiled 20", "measure 20"], "{steps:?}");
+    assert_eq!(steps.last().unwrap(), "measured");
+    assert_eq!((report.token_inputs, report.data_inputs), (20, Some(20)));
+    let verification = report.verification.as_ref().unwrap();
+    assert_eq!(report.index, verification.index);
+    let config = RuntimeConfig::read(&options.out).unwrap();
+    assert_eq!(config, report.config);
+    assert_eq!(config.threshold, report.chosen().threshold);
+    assert_eq!((config.budget_ms, config.percentile), (Some(1000.0), 90.0));
+
+    // Neither a profile nor data: nothing to predict with.
+    let options = TuneOptions { data: None, ..options };
+    assert!(matches!(tune::run(package(), &options, &mut |_| {}), Err(tune::TuneError::NoProfile)));
 }
 
 #[test]

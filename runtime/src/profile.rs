@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Where `cosee-edge bench` writes the device profile unless told otherwise, and where `tune` looks for it.
+pub const DEFAULT_PROFILE: &str = "device-profile.json";
+
 /// Version of the profile file format.
 pub const PROFILE_VERSION: u32 = 1;
 

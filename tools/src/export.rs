@@ -60,7 +60,16 @@ impl Default for ExportOptions {
 impl ExportOptions {
     /// The int8 package: int8 linear layers and an f16 word-embedding table.
     pub fn int8() -> Self {
-        Self { quantize: QuantScheme::Int8PerTokenSymmetric, embeddings: EmbeddingStorage::F16, ..Self::default() }
+        let quantize = QuantScheme::Int8PerTokenSymmetric;
+        Self { quantize, embeddings: Self::default_embeddings(quantize), ..Self::default() }
+    }
+
+    /// The word-embedding storage unless told otherwise: f32 beside f32 linear layers, f16 beside int8 ones.
+    pub fn default_embeddings(quantize: QuantScheme) -> EmbeddingStorage {
+        match quantize {
+            QuantScheme::None => EmbeddingStorage::F32,
+            QuantScheme::Int8PerTokenSymmetric => EmbeddingStorage::F16,
+        }
     }
 
     pub fn layer_form(&self) -> LayerForm {

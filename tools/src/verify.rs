@@ -8,10 +8,58 @@
 use cosee_runtime::glue::Example;
 use cosee_runtime::manifest::TOKENIZER_FILE;
 use cosee_runtime::signal::{argmax, exit_layer_of_logits};
-use cosee_runtime::{Engine, ExitPolicy, Input};
+use cosee_runtime::{Engine, ExitPolicy, Input, LoadError};
 use cosee_trainer::tokenize::{EncodedBatch, TextEncoder};
-use cosee_trainer::{MultiExitBert, Result, TrainerError};
+use cosee_trainer::{data::read_labelled, device, MultiExitBert, Result, TrainerError};
+use indicatif::ProgressBar;
 use serde::Serialize;
+use std::path::Path;
+
+/// How `cosee-tools verify` runs the two sides.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Use only the first N examples.
+    pub limit: Option<usize>,
+    /// Thresholds to compare exit decisions at besides the package's default τ.
+    pub thresholds: Vec<f32>,
+    /// libtorch CPU threads (libtorch's default when absent).
+    pub threads: Option<usize>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N` (see [`device::parse_device`]).
+    pub device: String,
+    pub progress: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("loading checkpoint {path}")]
+    Checkpoint { path: String, source: TrainerError },
+    #[error("loading package {path}")]
+    Package { path: String, source: LoadError },
+    #[error(transparent)]
+    Trainer(#[from] TrainerError),
+}
+
+/// Loads the checkpoint (tch) and the package (the runtime), reads the labelled `data` of the package's task and
+/// [`compare`]s them on it.
+pub fn verify_files(
+    checkpoint: &Path,
+    package: &Path,
+    data: &Path,
+    options: &VerifyOptions,
+) -> std::result::Result<ParityReport, VerifyError> {
+    device::set_threads(options.threads);
+    let device = device::parse_device(&options.device)?;
+    let model = MultiExitBert::load_checkpoint(checkpoint, device)
+        .map_err(|source| VerifyError::Checkpoint { path: checkpoint.display().to_string(), source })?;
+    let engine =
+        Engine::load(package).map_err(|source| VerifyError::Package { path: package.display().to_string(), source })?;
+    let mut examples = read_labelled(engine.manifest().task, data)?;
+    examples.truncate(options.limit.unwrap_or(usize::MAX));
+    let bar = if options.progress { ProgressBar::new(examples.len() as u64) } else { ProgressBar::hidden() };
+    let report = compare(&model, &engine, &examples, &options.thresholds, || bar.inc(1))?;
+    bar.finish_and_clear();
+    Ok(report)
+}
 
 /// What `verify` measured over a set of examples.
 #[derive(Debug, Clone, Serialize)]

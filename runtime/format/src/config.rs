@@ -95,6 +95,20 @@ pub struct ExitConfig {
     pub max_seq_len: usize,
 }
 
+impl ExitConfig {
+    /// The exit heads of the reference code for `task`: its label names, one shared pooler over [CLS].
+    pub fn new(task: Task, signal: ExitSignal, max_seq_len: usize) -> Self {
+        Self {
+            task,
+            label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
+            signal,
+            per_exit_pooler: false,
+            pooling: Pooling::Cls,
+            max_seq_len,
+        }
+    }
+}
+
 /// A checkpoint's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {

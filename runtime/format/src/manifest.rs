@@ -46,38 +46,62 @@ pub fn exit_file(layer: usize) -> String {
     format!("exit_{layer:02}.onnx")
 }
 
-/// How the graphs' weights are stored and computed.
+/// How the graphs' weights are stored and computed. With the `clap` feature, the values of `--quantize`: `none`
+/// and `int8` (the help there is the short form of each variant's comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum QuantScheme {
     /// Plain f32 everywhere.
+    #[cfg_attr(feature = "clap", value(help = "f32 everywhere"))]
     None,
     /// Linear layers as s8×s8 MatMulInteger: weights per output channel, activations per token, both symmetric;
     /// LayerNorm, softmax and GELU stay f32.
+    #[cfg_attr(
+        feature = "clap",
+        value(
+            name = "int8",
+            help = "s8×s8 linear layers (per-token activations, per-channel weights); LayerNorm/softmax/GELU in f32"
+        )
+    )]
     Int8PerTokenSymmetric,
 }
 
-/// How the word-embedding table is stored (dequantized in the embeddings graph).
+/// How the word-embedding table is stored (dequantized in the embeddings graph); `int8` is per-row symmetric.
+/// With the `clap` feature, the values of `--embeddings`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum EmbeddingStorage {
     F32,
     F16,
-    /// Per-row symmetric int8.
     Int8,
 }
 
-/// How the f32 operations between the matmuls (LayerNorm, softmax, GELU) are written in the graphs.
+/// How the f32 operations between the matmuls (LayerNorm, softmax, GELU) are written in the graphs. With the `clap`
+/// feature, the values of `--numerics` (the help there is the short form of each variant's comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Numerics {
     /// The standard operators, which tract runs with its fused LayerNorm, softmax and exact-erf GELU kernels.
     /// Fastest, but those kernels' vector reductions and erf differ by an ulp between x86-64 and aarch64.
     #[default]
+    #[cfg_attr(
+        feature = "clap",
+        value(help = concat!(
+            "The standard operators (tract's fused kernels): fastest, but differ by an ulp between x86-64 ",
+            "and ARM"
+        ))
+    )]
     Fused,
     /// Only operations tract computes bit for bit alike on x86-64 and aarch64: sums as matmuls, softmax from
     /// `Exp`, GELU in its tanh form from `Exp`. For int8 packages, where a one-ulp difference before a rounding
     /// to int8 becomes a whole quantization step: the package answers on a Pi exactly as where it was calibrated.
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "Operations tract computes bit for bit alike on x86-64 and ARM; GELU in its tanh form")
+    )]
     Portable,
 }
 

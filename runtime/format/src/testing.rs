@@ -11,7 +11,7 @@
 //! tokens at ids 0–4, every single character with its `##` form, and the 2,500 pieces most used on SST-2, so real
 //! SST-2 sentences tokenize into real word pieces and never into `[UNK]` for lack of a character.
 
-use crate::config::{BertConfig, ExitConfig, ModelConfig, Pooling};
+use crate::config::{BertConfig, ExitConfig, ModelConfig};
 use crate::{ExitSignal, Task};
 use std::path::Path;
 use std::str::FromStr;
@@ -123,14 +123,7 @@ pub fn tiny_config(num_layers: usize, hidden: usize, heads: usize, task: Task, s
             hidden_dropout_prob: 0.1,
             attention_probs_dropout_prob: 0.1,
         },
-        cosee: Some(ExitConfig {
-            task,
-            label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
-            signal,
-            per_exit_pooler: false,
-            pooling: Pooling::Cls,
-            max_seq_len: 128,
-        }),
+        cosee: Some(ExitConfig::new(task, signal, 128)),
     }
 }
 

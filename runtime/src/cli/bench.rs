@@ -9,13 +9,11 @@
 use super::UsageError;
 use anyhow::Context;
 use cosee_runtime::bench::{self, BenchOptions};
+use cosee_runtime::profile::DEFAULT_PROFILE;
 use cosee_runtime::{ExitSignal, Task};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// Where the device profile goes unless `--profile-out` says otherwise, and where `tune` looks for it.
-pub const DEFAULT_PROFILE: &str = "device-profile.json";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

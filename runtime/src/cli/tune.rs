@@ -6,15 +6,13 @@
 //! runtime config that `classify --config` and `serve --config` read. An impossible budget is said plainly and
 //! the fastest τ is saved.
 
-use super::bench::{progress_bar, DEFAULT_PROFILE};
+use super::bench::progress_bar;
 use super::UsageError;
-use anyhow::Context;
-use cosee_runtime::bench::{self, BenchOptions};
-use cosee_runtime::profile::DeviceProfile;
+use cosee_runtime::profile::DEFAULT_PROFILE;
 use cosee_runtime::settings;
-use cosee_runtime::tune::{self, Choice, Measured, RuntimeConfig, TuneError};
-use cosee_runtime::{Engine, Input, Task};
-use std::collections::BTreeMap;
+use cosee_runtime::tune::{self, Choice, TuneError, TuneEvent, TuneOptions, TuneReport};
+use cosee_runtime::Task;
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,200 +58,139 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     settings::budget_ms("--budget-ms", args.budget_ms).map_err(UsageError::from)?;
     settings::percentile("--percentile", args.percentile).map_err(UsageError::from)?;
-    let (engine, cold_start_ms) =
-        bench::load_timed(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
-    let manifest = engine.manifest().clone();
-    let calibration = manifest.calibration.clone().ok_or(TuneError::NoCalibration)?;
-    let task = args.task.unwrap_or(manifest.task);
-    let examples = match &args.data {
-        Some(path) => {
-            let mut ex = bench::read_inputs(path, task, args.plain)?;
-            ex.truncate(args.limit.unwrap_or(ex.len()));
-            Some(ex)
-        }
-        None => None,
+    let options = TuneOptions {
+        budget_ms: args.budget_ms,
+        percentile: args.percentile,
+        data: args.data,
+        task: args.task,
+        plain: args.plain,
+        profile: args.profile.or_else(|| {
+            let default = PathBuf::from(DEFAULT_PROFILE);
+            default.exists().then_some(default)
+        }),
+        limit: args.limit,
+        attempts: args.attempts,
+        out: args.out,
     };
-    let data_name = args.data.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-    let model_name = args.model.display().to_string();
-
-    let profile = load_or_measure_profile(&args, &engine, cold_start_ms, examples.as_deref(), &model_name, &data_name)?;
-    let token_counts = match &examples {
-        Some(ex) => token_counts(&engine, ex),
-        None => profile.token_counts.clone(),
-    };
-    let predictions = tune::predict_all(&profile, &calibration, manifest.num_layers, &token_counts, args.percentile)?;
-
-    let q = args.percentile;
-    let verified = match &examples {
-        Some(ex) => {
-            let bar = progress_bar(ex.len(), "verify");
-            let mut measure = |i: usize| -> anyhow::Result<Measured> {
-                let tau = predictions[i].threshold;
-                bar.set_message(format!("verify τ {tau}"));
-                bar.set_position(0);
-                let options = BenchOptions {
-                    signal: Some(manifest.signal.name),
-                    threshold: Some(tau),
-                    sweep: None,
-                    warmup: 3,
-                    limit: None,
-                    full_depth: false,
-                };
-                let run = bench::run(&engine, cold_start_ms, &model_name, &data_name, ex, &options, &mut |d, _| {
-                    bar.set_position(d as u64)
-                })?;
-                let r = &run.result.main;
-                let ms: Vec<f64> = run.samples.iter().map(|s| s.wall_ms).collect();
-                Ok(Measured {
-                    percentile_ms: cosee_runtime::metrics::percentile(&ms, q),
-                    p50_ms: r.latency_ms.p50,
-                    mean_ms: r.latency_ms.mean,
-                    accuracy: r.accuracy(),
-                    f1: r.point.f1,
-                })
-            };
-            let v = tune::verify(&predictions, args.budget_ms, args.attempts, &mut measure)?;
-            bar.finish_and_clear();
-            Some(v)
-        }
-        None => None,
-    };
-    let choice = tune::choose(&predictions, args.budget_ms)?;
-    let index = verified.as_ref().map_or(choice.index(), |v| v.index);
-    let chosen = &predictions[index];
-
-    let config = RuntimeConfig {
-        threshold: chosen.threshold,
-        signal: manifest.signal.name,
-        budget_ms: Some(args.budget_ms),
-        percentile: q,
-    };
-    config.write(&args.out)?;
-
+    let mut bar: Option<ProgressBar> = None;
+    let report = tune::run(&args.model, &options, &mut |event| show(event, &mut bar)).map_err(|e| match e {
+        // Neither a profile nor data to measure one on: the command line lacks a flag.
+        TuneError::NoProfile => UsageError(e.to_string()).into(),
+        e => anyhow::Error::from(e),
+    })?;
     if args.json {
-        let json = serde_json::json!({
-            "budget_ms": args.budget_ms,
-            "percentile": q,
-            "predictions": predictions,
-            "choice": choice,
-            "verification": verified,
-            "config": config,
-            "config_file": args.out.display().to_string(),
-        });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        // Through a `Value`, as this JSON always was: its keys sorted at every level, f32 τ written as f64.
+        println!("{}", serde_json::to_string_pretty(&serde_json::to_value(&report)?)?);
     } else {
-        println!(
-            "tune {} for p{q} ≤ {} ms ({} inputs' token lengths{})",
-            model_name,
-            args.budget_ms,
-            token_counts.values().sum::<usize>(),
-            if examples.is_some() { ", from --data" } else { ", from the profile" }
-        );
-        println!(
-            "{:>8}{:>10}{:>9}{:>12}{:>12}{:>12}",
-            "τ",
-            "accuracy",
-            "layer×",
-            "pred p50",
-            format!("pred p{q}"),
-            "pred mean"
-        );
-        for (i, p) in predictions.iter().enumerate() {
-            let mark = if i == index { "  ← chosen" } else { "" };
-            println!(
-                "{:>8}{:>10.4}{:>9.2}{:>12.3}{:>12.3}{:>12.3}{mark}",
-                p.threshold, p.accuracy, p.layer_speedup, p.p50_ms, p.percentile_ms, p.mean_ms
-            );
-        }
-        if let Choice::Impossible { .. } = choice {
-            println!("\n{choice}");
-        }
-        if let Some(v) = &verified {
-            println!("\nmeasured on {} inputs:", examples.as_ref().map_or(0, Vec::len));
-            for a in &v.attempts {
-                println!(
-                    "  τ {}: predicted p{q} {:.3} ms, measured p{q} {:.3} ms (p50 {:.3}, mean {:.3}), accuracy {} \
-                     (calibration {:.4}) — {}",
-                    a.threshold,
-                    a.predicted_ms,
-                    a.measured.percentile_ms,
-                    a.measured.p50_ms,
-                    a.measured.mean_ms,
-                    a.measured.accuracy.map_or("-".to_string(), |x| format!("{x:.4}")),
-                    predictions[a.index].accuracy,
-                    if a.within_budget { "within budget" } else { "over budget" }
-                );
-            }
-            if !v.met {
-                println!("the budget is not met by any measured threshold; saved the fastest measured");
-            }
-        } else {
-            println!("\nnot verified: give --data to measure the choice");
-        }
-        println!(
-            "chosen τ {} ({}, calibration accuracy {:.4}, layer speed-up {:.2}×, predicted p{q} {:.3} ms); config \
-             written to {}",
-            chosen.threshold,
-            manifest.signal.name,
-            chosen.accuracy,
-            chosen.layer_speedup,
-            chosen.percentile_ms,
-            args.out.display()
-        );
+        print_table(&report, &args.model.display().to_string());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_or_measure_profile(
-    args: &Args,
-    engine: &Engine,
-    cold_start_ms: f64,
-    examples: Option<&[cosee_runtime::Example]>,
-    model: &str,
-    data: &str,
-) -> anyhow::Result<DeviceProfile> {
-    let default = PathBuf::from(DEFAULT_PROFILE);
-    let path = args.profile.clone().or_else(|| default.exists().then_some(default));
-    if let Some(path) = path {
-        let profile = DeviceProfile::read(&path)?;
-        let m = engine.manifest();
-        if profile.origin.num_layers != m.num_layers || profile.origin.hidden_size != m.hidden_size {
-            eprintln!(
-                "cosee-edge tune: warning: {} was measured on a {}-layer, {}-wide package, this one has {} layers \
-                 of {}",
-                path.display(),
-                profile.origin.num_layers,
-                profile.origin.hidden_size,
-                m.num_layers,
-                m.hidden_size
-            );
+/// Notes and progress bars on stderr: the profile used or measured, each measurement of the data.
+fn show(event: TuneEvent<'_>, bar: &mut Option<ProgressBar>) {
+    match event {
+        TuneEvent::ProfileRead { path, profile_shape, package_shape } => {
+            if profile_shape != package_shape {
+                eprintln!(
+                    "cosee-edge tune: warning: {} was measured on a {}-layer, {}-wide package, this one has {} layers \
+                     of {}",
+                    path.display(),
+                    profile_shape.0,
+                    profile_shape.1,
+                    package_shape.0,
+                    package_shape.1
+                );
+            }
+            eprintln!("cosee-edge tune: device profile {}", path.display());
         }
-        eprintln!("cosee-edge tune: device profile {}", path.display());
-        return Ok(profile);
+        TuneEvent::MeasuringProfile { inputs } => *bar = Some(progress_bar(inputs, "profile")),
+        TuneEvent::ProfileMeasured { inputs } => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            eprintln!("cosee-edge tune: measured a device profile on {inputs} inputs");
+        }
+        TuneEvent::MeasuringThreshold { threshold, inputs } => {
+            // One bar for every τ measured, restarted for each.
+            let b = bar.get_or_insert_with(|| progress_bar(inputs, "verify"));
+            b.set_message(format!("verify τ {threshold}"));
+            b.set_position(0);
+        }
+        TuneEvent::Measured => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+        }
+        TuneEvent::Progress { done } => {
+            if let Some(b) = bar {
+                b.set_position(done as u64);
+            }
+        }
     }
-    let Some(examples) = examples else {
-        return Err(UsageError(format!(
-            "no device profile: run `cosee-edge bench` first (it writes {DEFAULT_PROFILE}), or give --profile or --data"
-        ))
-        .into());
-    };
-    // Profile now: full depth and the package default on the data, as bench does.
-    let bar = progress_bar(examples.len(), "profile");
-    let options = BenchOptions { limit: args.limit, ..BenchOptions::default() };
-    let run =
-        bench::run(engine, cold_start_ms, model, data, examples, &options, &mut |d, _| bar.set_position(d as u64))?;
-    bar.finish_and_clear();
-    eprintln!("cosee-edge tune: measured a device profile on {} inputs", run.result.n);
-    Ok(run.profile()?)
 }
 
-/// Token count of every input that tokenizes.
-fn token_counts(engine: &Engine, examples: &[cosee_runtime::Example]) -> BTreeMap<usize, usize> {
-    let mut counts = BTreeMap::new();
-    for e in examples {
-        if let Ok(enc) = engine.encode(&Input::from(e)) {
-            *counts.entry(enc.len()).or_default() += 1;
-        }
+/// Every τ with its prediction (the saved one marked), the measurements, and what was saved.
+fn print_table(report: &TuneReport, model: &str) {
+    let q = report.percentile;
+    let predictions = &report.predictions;
+    println!(
+        "tune {} for p{q} ≤ {} ms ({} inputs' token lengths{})",
+        model,
+        report.budget_ms,
+        report.token_inputs,
+        if report.data_inputs.is_some() { ", from --data" } else { ", from the profile" }
+    );
+    println!(
+        "{:>8}{:>10}{:>9}{:>12}{:>12}{:>12}",
+        "τ",
+        "accuracy",
+        "layer×",
+        "pred p50",
+        format!("pred p{q}"),
+        "pred mean"
+    );
+    for (i, p) in predictions.iter().enumerate() {
+        let mark = if i == report.index { "  ← chosen" } else { "" };
+        println!(
+            "{:>8}{:>10.4}{:>9.2}{:>12.3}{:>12.3}{:>12.3}{mark}",
+            p.threshold, p.accuracy, p.layer_speedup, p.p50_ms, p.percentile_ms, p.mean_ms
+        );
     }
-    counts
+    if let Choice::Impossible { .. } = report.choice {
+        println!("\n{}", report.choice);
+    }
+    if let Some(v) = &report.verification {
+        println!("\nmeasured on {} inputs:", report.data_inputs.unwrap_or(0));
+        for a in &v.attempts {
+            println!(
+                "  τ {}: predicted p{q} {:.3} ms, measured p{q} {:.3} ms (p50 {:.3}, mean {:.3}), accuracy {} \
+                 (calibration {:.4}) — {}",
+                a.threshold,
+                a.predicted_ms,
+                a.measured.percentile_ms,
+                a.measured.p50_ms,
+                a.measured.mean_ms,
+                a.measured.accuracy.map_or("-".to_string(), |x| format!("{x:.4}")),
+                predictions[a.index].accuracy,
+                if a.within_budget { "within budget" } else { "over budget" }
+            );
+        }
+        if !v.met {
+            println!("the budget is not met by any measured threshold; saved the fastest measured");
+        }
+    } else {
+        println!("\nnot verified: give --data to measure the choice");
+    }
+    let chosen = report.chosen();
+    println!(
+        "chosen τ {} ({}, calibration accuracy {:.4}, layer speed-up {:.2}×, predicted p{q} {:.3} ms); config \
+         written to {}",
+        chosen.threshold,
+        report.signal(),
+        chosen.accuracy,
+        chosen.layer_speedup,
+        chosen.percentile_ms,
+        report.config_file
+    );
 }

@@ -134,6 +134,12 @@ pub enum SoakError {
     Spawn { path: String, source: io::Error },
     #[error("soak: {what}: {source}")]
     Io { what: &'static str, source: io::Error },
+    #[error("reading the manifest of {model}")]
+    Manifest { model: String, source: cosee_runtime::json::JsonError },
+    #[error(transparent)]
+    Data(#[from] cosee_runtime::glue::DataError),
+    #[error("{path} holds no sentences")]
+    NoSentences { path: String },
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> SoakError {
@@ -329,6 +335,28 @@ fn thin(samples: Vec<RssSample>, n: usize) -> Vec<RssSample> {
     }
     let step = samples.len().div_ceil(n);
     samples.chunks(step).filter_map(|c| c.iter().max_by_key(|s| s.rss_kib).copied()).collect()
+}
+
+/// The soak of `cosee-tools soak`: the stream is made of the sentences of `data` (a GLUE TSV of the package's task,
+/// with a huge line every `options.huge_every`), the fake sysfs goes under `scratch` or a temporary directory.
+pub fn run_on_tsv(options: &SoakOptions, data: &Path, scratch: Option<&Path>) -> Result<SoakReport, SoakError> {
+    let model = &options.model;
+    let task = cosee_runtime::manifest::Manifest::read(model)
+        .map_err(|source| SoakError::Manifest { model: model.display().to_string(), source })?
+        .task;
+    let sentences = sentences_from_tsv(task, data)?;
+    if sentences.is_empty() {
+        return Err(SoakError::NoSentences { path: data.display().to_string() });
+    }
+    let temporary;
+    let scratch = match scratch {
+        Some(dir) => dir,
+        None => {
+            temporary = tempfile::tempdir().map_err(io_err("creating a temporary directory"))?;
+            temporary.path()
+        }
+    };
+    run(options, LineSource::new(sentences, options.huge_every), scratch)
 }
 
 /// Sentences for the stream from a GLUE TSV of `task` (both sides of a pair task).

@@ -9,10 +9,18 @@
 //!
 //! The choice is the most accurate τ whose predicted percentile is within the budget (ties go to the faster τ).
 //! An impossible budget is not an error that leaves the caller with nothing: it is reported, with the fastest τ.
+//!
+//! [`run`] is all of `cosee-edge tune` in one call: profile, predictions, measurement, saved config.
 
+mod run;
+
+pub use run::{run, TuneEvent, TuneOptions, TuneReport};
+
+use crate::bench::BenchError;
+use crate::error::LoadError;
 use crate::json::{JsonError, JsonFile};
 use crate::manifest::Calibration;
-use crate::profile::DeviceProfile;
+use crate::profile::{DeviceProfile, ProfileError, DEFAULT_PROFILE};
 use crate::settings::{self, OutOfRange};
 use crate::signal::ExitSignal;
 use serde::{Deserialize, Serialize};
@@ -79,6 +87,20 @@ pub enum TuneError {
     /// A budget or percentile out of range.
     #[error(transparent)]
     OutOfRange(#[from] OutOfRange),
+    #[error("cannot load {path}")]
+    Load { path: String, source: LoadError },
+    #[error(
+        "no device profile: run `cosee-edge bench` first (it writes {DEFAULT_PROFILE}), or give --profile or --data"
+    )]
+    NoProfile,
+    /// Reading the data, or measuring on it.
+    #[error(transparent)]
+    Bench(#[from] BenchError),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// Reading the device profile, or writing the runtime config.
+    #[error(transparent)]
+    Json(#[from] JsonError),
 }
 
 /// Weighted percentile: the smallest value whose cumulative weight reaches q % of the total (NaN if empty).
