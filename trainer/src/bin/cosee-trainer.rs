@@ -10,7 +10,8 @@ use cosee_format::signal::ExitSignal;
 use cosee_trainer::data::{read_labelled, subset, DataSource, Split};
 use cosee_trainer::eval::{self, EvalReport};
 use cosee_trainer::model::{MultiExitBert, TOKENIZER_FILE};
-use cosee_trainer::objective::ObjectiveKind;
+use cosee_trainer::objective::ObjectiveConfig;
+use cosee_trainer::train::optimizer::AdamWConfig;
 use cosee_trainer::train::{self, RunOptions, TrainConfig};
 use cosee_trainer::{device, plot, results, TextEncoder};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -99,39 +100,14 @@ struct TrainArgs {
     #[arg(long)]
     holdout_fraction: Option<f64>,
 
-    /// cosee (SWM+OSC), swm, osc, conventional (Eq. 1, uniform) or pabee (Eq. 1, w_m ∝ m).
-    #[arg(long, default_value = "cosee")]
-    objective: ObjectiveKind,
-    /// Exit signal: energy (paper default), entropy, max_softmax, patience.
-    #[arg(long, default_value = "energy")]
-    signal: ExitSignal,
-    /// K: SWM thresholds per optimizer step (Eq. 5).
-    #[arg(long, default_value_t = 5)]
-    k: usize,
-    /// β0 of the SWM decay factor (Eq. 4).
-    #[arg(long, default_value_t = 10.0)]
-    beta0: f64,
-    /// α: weight of the OSC loss (Eq. 9).
-    #[arg(long, default_value_t = 0.1)]
-    alpha: f64,
-    /// ε: OSC margin (Eq. 7).
-    #[arg(long, default_value_t = 0.3)]
-    epsilon: f64,
+    #[command(flatten)]
+    objective: ObjectiveConfig,
 
     /// Peak learning rate (linear decay to 0).
     #[arg(long, default_value_t = 2e-5)]
     lr: f64,
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
-    /// Learning-rate multiplier of the exit classifiers and the pooler (randomly initialized heads).
-    #[arg(long, default_value_t = 1.0)]
-    head_lr_scale: f64,
-    #[arg(long, default_value_t = 0.9)]
-    adam_beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
-    adam_beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
-    adam_eps: f64,
+    #[command(flatten)]
+    adam: AdamWConfig,
     #[arg(long, default_value_t = 0)]
     warmup_steps: usize,
     /// Gradient clipping (global L2 norm).
@@ -271,52 +247,7 @@ fn main() -> Result<()> {
 fn run_train(a: TrainArgs) -> Result<()> {
     device::set_threads(a.runtime.threads);
     let device = device::parse_device(&a.runtime.device)?;
-    let config = if a.resume {
-        // The saved configuration is authoritative; flags other than the runtime ones are not read. The run is
-        // where it is now: a directory moved or copied since resumes there, not where it was written.
-        let mut c = train::state::read_config(&a.output_dir)
-            .with_context(|| format!("--resume: {} holds no run to continue", a.output_dir.display()))?;
-        c.output_dir = a.output_dir.clone();
-        c
-    } else {
-        let (Some(task), Some(backbone)) = (a.task, a.backbone.clone()) else {
-            bail!("--task and --backbone are required (unless --resume)");
-        };
-        let mut c = TrainConfig::new(task, backbone, a.data.source(), a.output_dir.clone());
-        c.max_train_examples = a.max_train_examples;
-        c.max_dev_examples = a.max_dev_examples;
-        c.holdout_fraction = a.holdout_fraction;
-        c.objective.kind = a.objective;
-        c.objective.signal = a.signal;
-        c.objective.k = a.k;
-        c.objective.beta0 = a.beta0;
-        c.objective.alpha = a.alpha;
-        c.objective.epsilon = a.epsilon;
-        c.learning_rate = a.lr;
-        c.adam.weight_decay = a.weight_decay;
-        c.adam.head_lr_scale = a.head_lr_scale;
-        c.adam.beta1 = a.adam_beta1;
-        c.adam.beta2 = a.adam_beta2;
-        c.adam.eps = a.adam_eps;
-        c.warmup_steps = a.warmup_steps;
-        c.max_grad_norm = a.max_grad_norm;
-        c.batch_size = a.batch_size;
-        c.micro_batch = a.micro_batch;
-        c.epochs = a.epochs;
-        c.max_steps = a.max_steps;
-        c.max_seq_len = a.max_seq_len;
-        c.pad_to = a.pad_to;
-        c.per_exit_pooler = a.per_exit_pooler || a.standardize_poolers;
-        c.standardize_poolers = a.standardize_poolers;
-        c.centered_logits = a.centered_logits;
-        c.pooling = a.pooling;
-        c.seed = a.seed;
-        c.save_steps = a.save_steps;
-        c.keep_checkpoints = a.keep_checkpoints;
-        c.eval_batch_size = a.eval_batch_size;
-        c.eval_each_epoch = !a.no_eval;
-        c
-    };
+    let config = train_config(&a)?;
     let options =
         RunOptions { device, progress: !a.runtime.no_progress, verbose: true, stop_after_steps: a.stop_after_steps };
     let summary = train::train(&config, &options, a.resume)?;
@@ -338,6 +269,47 @@ fn run_train(a: TrainArgs) -> Result<()> {
         None => eprintln!("stopped before the end; continue with --resume --output-dir {}", a.output_dir.display()),
     }
     Ok(())
+}
+
+/// The run's configuration: the saved one with `--resume` (where the run is now), else the flags'.
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    if a.resume {
+        // The saved configuration is authoritative; flags other than the runtime ones are not read. The run is
+        // where it is now: a directory moved or copied since resumes there, not where it was written.
+        let mut c = train::state::read_config(&a.output_dir)
+            .with_context(|| format!("--resume: {} holds no run to continue", a.output_dir.display()))?;
+        c.output_dir = a.output_dir.clone();
+        Ok(c)
+    } else {
+        let (Some(task), Some(backbone)) = (a.task, a.backbone.clone()) else {
+            bail!("--task and --backbone are required (unless --resume)");
+        };
+        let mut c = TrainConfig::new(task, backbone, a.data.source(), a.output_dir.clone());
+        c.max_train_examples = a.max_train_examples;
+        c.max_dev_examples = a.max_dev_examples;
+        c.holdout_fraction = a.holdout_fraction;
+        c.objective = a.objective.clone();
+        c.learning_rate = a.lr;
+        c.adam = a.adam;
+        c.warmup_steps = a.warmup_steps;
+        c.max_grad_norm = a.max_grad_norm;
+        c.batch_size = a.batch_size;
+        c.micro_batch = a.micro_batch;
+        c.epochs = a.epochs;
+        c.max_steps = a.max_steps;
+        c.max_seq_len = a.max_seq_len;
+        c.pad_to = a.pad_to;
+        c.per_exit_pooler = a.per_exit_pooler || a.standardize_poolers;
+        c.standardize_poolers = a.standardize_poolers;
+        c.centered_logits = a.centered_logits;
+        c.pooling = a.pooling;
+        c.seed = a.seed;
+        c.save_steps = a.save_steps;
+        c.keep_checkpoints = a.keep_checkpoints;
+        c.eval_batch_size = a.eval_batch_size;
+        c.eval_each_epoch = !a.no_eval;
+        Ok(c)
+    }
 }
 
 fn run_eval(a: EvalArgs) -> Result<()> {
@@ -433,4 +405,64 @@ fn run_plot(a: PlotArgs) -> Result<()> {
     plot::tradeoff(&runs, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cosee_trainer::objective::ObjectiveKind;
+
+    /// The objective's and AdamW's flags land in the configuration (they are its own fields, flattened).
+    #[test]
+    fn objective_and_optimizer_flags_fill_the_config() {
+        let cli = Cli::try_parse_from([
+            "cosee-trainer",
+            "train",
+            "--task",
+            "sst-2",
+            "--backbone",
+            "b",
+            "--output-dir",
+            "o",
+            "--objective",
+            "swm",
+            "--signal",
+            "entropy",
+            "--k",
+            "3",
+            "--beta0",
+            "1",
+            "--alpha",
+            "0.01",
+            "--epsilon",
+            "0.1",
+            "--weight-decay",
+            "0.01",
+            "--head-lr-scale",
+            "20",
+            "--adam-beta1",
+            "0.8",
+            "--adam-beta2",
+            "0.99",
+            "--adam-eps",
+            "1e-6",
+        ])
+        .unwrap();
+        let Command::Train(args) = cli.command else { panic!("not the train command") };
+        let c = train_config(&args).unwrap();
+        let o = &c.objective;
+        assert_eq!(
+            (o.kind, o.signal, o.k, o.beta0, o.alpha, o.epsilon),
+            (ObjectiveKind::Swm, ExitSignal::Entropy, 3, 1.0, 0.01, 0.1)
+        );
+        let a = c.adam;
+        assert_eq!((a.weight_decay, a.head_lr_scale, a.beta1, a.beta2, a.eps), (0.01, 20.0, 0.8, 0.99, 1e-6));
+        // Without the flags: the paper's and PyTorch's values, as the library's defaults.
+        let cli =
+            Cli::try_parse_from(["cosee-trainer", "train", "--task", "sst-2", "--backbone", "b", "--output-dir", "o"]);
+        let Command::Train(args) = cli.unwrap().command else { panic!("not the train command") };
+        let c = train_config(&args).unwrap();
+        assert_eq!(c.objective, ObjectiveConfig::default());
+        assert_eq!(c.adam, AdamWConfig::default());
+    }
 }

@@ -67,19 +67,35 @@ impl FromStr for ObjectiveKind {
     }
 }
 
-/// Every hyper-parameter of the objective, with the paper's reference values as defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Every hyper-parameter of the objective, with the paper's reference values as defaults; also the `train`
+/// command's flags for them (flattened into its arguments, so that each is defined once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct ObjectiveConfig {
+    #[arg(
+        long = "objective",
+        value_name = "OBJECTIVE",
+        default_value = "cosee",
+        help = "cosee (SWM+OSC), swm, osc, conventional (Eq. 1, uniform) or pabee (Eq. 1, w_m ∝ m)"
+    )]
     pub kind: ObjectiveKind,
     /// The exit signal SWM simulates and OSC calibrates (paper: normalized energy).
+    #[arg(
+        long,
+        default_value = "energy",
+        help = "Exit signal: energy (paper default), entropy, max_softmax, patience"
+    )]
     pub signal: ExitSignal,
     /// K, thresholds per optimizer step, Eq. (5).
+    #[arg(long, default_value_t = 5, help = "K: SWM thresholds per optimizer step (Eq. 5)")]
     pub k: usize,
     /// β0 of Eq. (4).
+    #[arg(long, default_value_t = 10.0, help = "β0 of the SWM decay factor (Eq. 4)")]
     pub beta0: f64,
     /// α of Eq. (9).
+    #[arg(long, default_value_t = 0.1, help = "α: weight of the OSC loss (Eq. 9)")]
     pub alpha: f64,
     /// ε, the OSC margin of Eq. (7)/(8).
+    #[arg(long, default_value_t = 0.3, help = "ε: OSC margin (Eq. 7)")]
     pub epsilon: f64,
 }
 

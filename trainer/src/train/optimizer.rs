@@ -13,19 +13,28 @@ use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
 /// AdamW's constants; the defaults are PyTorch's (and the reference's) except the weight decay, which the
-/// reference sets to 0.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// reference sets to 0. Also the `train` command's flags for them (flattened into its arguments).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct AdamWConfig {
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
+    #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
     /// Learning-rate multiplier of the exit classifiers and the pooler ([`is_head`]). They start from random
     /// weights (a sentence-embedding backbone ships no trained pooler), and at the encoder's rate a linear head on a
     /// shallow layer barely moves in one epoch: the deep exits then learn through the encoder and the shallow ones
     /// stay at chance. 1 is the reference's single rate.
     #[serde(default = "one")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        help = "Learning-rate multiplier of the exit classifiers and the pooler (randomly initialized heads)"
+    )]
     pub head_lr_scale: f64,
+    #[arg(long = "adam-beta1", value_name = "ADAM_BETA1", default_value_t = 0.9)]
+    pub beta1: f64,
+    #[arg(long = "adam-beta2", value_name = "ADAM_BETA2", default_value_t = 0.999)]
+    pub beta2: f64,
+    #[arg(long = "adam-eps", value_name = "ADAM_EPS", default_value_t = 1e-8)]
+    pub eps: f64,
 }
 
 fn one() -> f64 {
