@@ -62,18 +62,14 @@ impl StagePlan {
     /// tests/fuzz/package.rs). A package is outside data, so such a panic is caught here and the file refused like
     /// any other unusable graph.
     pub fn load(path: &Path, kind: StageKind, shapes: Shapes, fusion: Fusion) -> Result<Self, LoadError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::load_unguarded(path, kind, shapes, fusion)))
-            .unwrap_or_else(|payload| {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".into());
+        cosee_format::guard::catch_panic(|| Self::load_unguarded(path, kind, shapes, fusion)).unwrap_or_else(
+            |message| {
                 Err(LoadError::InvalidGraph {
                     path: path.display().to_string(),
                     message: format!("tract panicked while reading it ({message})"),
                 })
-            })
+            },
+        )
     }
 
     fn load_unguarded(path: &Path, kind: StageKind, shapes: Shapes, fusion: Fusion) -> Result<Self, LoadError> {

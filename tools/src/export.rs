@@ -218,10 +218,10 @@ pub fn export_checkpoint(
 
     progress.set_message("tokenizer");
     let tokenizer_dst = dir.join(TOKENIZER_FILE);
-    tokenizers::Tokenizer::from_file(&checkpoint.tokenizer_path).map_err(|e| ExportError::Tokenizer {
-        path: checkpoint.tokenizer_path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let tokenizer_error =
+        |message: String| ExportError::Tokenizer { path: checkpoint.tokenizer_path.display().to_string(), message };
+    let json = std::fs::read(&checkpoint.tokenizer_path).map_err(|e| tokenizer_error(e.to_string()))?;
+    cosee_runtime::tokenize::parse_tokenizer_json(&json).map_err(tokenizer_error)?;
     std::fs::copy(&checkpoint.tokenizer_path, &tokenizer_dst).map_err(io_err(&tokenizer_dst))?;
     progress.inc(1);
 

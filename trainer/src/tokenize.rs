@@ -9,13 +9,12 @@
 
 use crate::error::{io_err, Result, TrainerError};
 use cosee_format::glue::Example;
+use cosee_format::tokenize::{parse_tokenizer_json, Input, TextTokenizer};
 pub use cosee_format::tokenize::{Encoded, EncodedBatch};
-use cosee_format::tokenize::{Input, TextTokenizer};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::path::Path;
 use tch::{Device, Tensor};
-use tokenizers::Tokenizer;
 
 /// The paper's maximum sequence length.
 pub const DEFAULT_MAX_LEN: usize = 128;
@@ -52,7 +51,7 @@ impl TextEncoder {
     /// Like [`TextEncoder::from_file`]; `origin` names the source in errors.
     pub fn from_bytes(json: Vec<u8>, max_len: usize, origin: &str) -> Result<Self> {
         let err = |message: String| TrainerError::Tokenizer { path: origin.to_string(), message };
-        let inner = Tokenizer::from_bytes(&json).map_err(|e| err(e.to_string()))?;
+        let inner = parse_tokenizer_json(&json).map_err(err)?;
         let tokenizer = TextTokenizer::for_any_input(inner, max_len).map_err(err)?;
         let pad_id = tokenizer.token_id("[PAD]").unwrap_or(0) as i64;
         Ok(Self { tokenizer, json, pad_id })

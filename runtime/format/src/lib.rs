@@ -8,6 +8,7 @@
 //! - [`manifest`]: the model package format (manifest, file names, digests).
 //! - [`tokenize`]: text to token ids with a package's or checkpoint's `tokenizer.json`, the one tokenizer of the
 //!   runtime and the trainer, and the padded batch.
+//! - [`guard`]: catching the panics of dependencies that read outside data (tract, `tokenizers`).
 //! - [`testing`]: the test fixtures of every crate (tokenizers, tiny model configurations).
 //! - [`json`]: reading and writing the JSON files above (and the other crates' own), with one error type.
 //!
@@ -17,6 +18,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod glue;
+pub mod guard;
 pub mod json;
 pub mod manifest;
 pub mod metrics;

@@ -210,8 +210,8 @@ impl TextTokenizer {
     }
 
     pub fn from_file(path: &std::path::Path, max_len: usize, pair_task: bool) -> Result<Self, String> {
-        let inner = Tokenizer::from_file(path).map_err(|e| e.to_string())?;
-        Self::new(inner, max_len, pair_task)
+        let json = std::fs::read(path).map_err(|e| e.to_string())?;
+        Self::new(parse_tokenizer_json(&json)?, max_len, pair_task)
     }
 
     /// The vocabulary's size, added tokens included.
@@ -322,6 +322,14 @@ impl TextTokenizer {
     fn pieces(&self, text: &str) -> Result<Encoding, InputError> {
         self.inner.encode_fast(text, false).map_err(tokenizer_error)
     }
+}
+
+/// Parses a `tokenizer.json`. `tokenizers` 0.22 unwraps inside its decoder deserializer, so a damaged file can
+/// panic it (found by tests/fuzz/package.rs): the panic is caught and reported like any parse error.
+pub fn parse_tokenizer_json(json: &[u8]) -> Result<Tokenizer, String> {
+    crate::guard::catch_panic(|| Tokenizer::from_bytes(json))
+        .map_err(|panic| format!("the tokenizers crate panicked while reading it ({panic})"))?
+        .map_err(|e| e.to_string())
 }
 
 fn tokenizer_error(e: tokenizers::Error) -> InputError {
@@ -552,6 +560,22 @@ mod tests {
         let inner = Tokenizer::from_str(&tokenizer_json(true)).unwrap();
         assert!(inner.get_padding().is_some(), "the fixture must carry padding for the override to be tested");
         TextTokenizer::new(inner, max_len, pair).unwrap()
+    }
+
+    /// Regression (tests/fuzz/package.rs, long run): a syntax error inside the `decoder` section made `tokenizers`
+    /// 0.22.2 panic (`expect("Helper")`) instead of failing; a damaged package's tokenizer then crashed the loader.
+    #[test]
+    fn a_damaged_decoder_section_is_an_error_not_a_panic() {
+        let json = tokenizer_json(false);
+        let broken = json.replacen(r#""decoder":{"#, r#""decoder":{"x" 1,"#, 1);
+        assert_ne!(broken, json, "the fixture's decoder section moved: {json}");
+        let err = parse_tokenizer_json(broken.as_bytes()).unwrap_err();
+        assert!(err.contains("panicked"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, broken).unwrap();
+        assert!(TextTokenizer::from_file(&path, 16, false).is_err());
+        assert!(parse_tokenizer_json(json.as_bytes()).is_ok());
     }
 
     #[test]
