@@ -168,3 +168,25 @@ fn a_layer_count_beyond_the_listed_files_is_refused_before_any_stage_is_named() 
         );
     }
 }
+
+/// Regression (the 30-minute fuzz run of tests/fuzz/package.rs, batch 115: one flipped bit): an exit graph whose
+/// [CLS] gather index is damaged (0 → 3) loads, since the index is only a value, but made tract's `Gather` panic on
+/// any input of 3 tokens or fewer. The input now gets an error; longer inputs and the engine carry on.
+#[test]
+fn a_damaged_gather_index_fails_the_input_not_the_process() {
+    use prost::Message;
+    let root = tempfile::tempdir().unwrap();
+    let package = tiny(root.path());
+    let path = package.join("exit_01.onnx");
+    let mut model = tract_onnx::pb::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let index = graph.initializer.iter_mut().find(|t| t.name == "cls_index").expect("the exit's [CLS] index");
+    index.raw_data = 3i64.to_le_bytes().to_vec();
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    relist(&package, "exit_01.onnx");
+    let engine = Engine::load(&package).expect("the damage is in a value: the graph loads");
+    let err = engine.classify(&Input::single("x")).expect_err("[CLS] x [SEP] has no token 3");
+    assert!(err.to_string().contains("exit_01.onnx"), "{err}");
+    let answer = engine.classify(&Input::single("the movie is a charming and often affecting journey")).unwrap();
+    assert!((1..=answer.num_layers).contains(&answer.exit_layer));
+}

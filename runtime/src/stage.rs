@@ -154,9 +154,14 @@ impl StagePlan {
     }
 
     /// Runs the stage on its inputs given in [`StageKind::inputs`] order; returns its single output.
+    /// Runs the plan on one input. A graph that loaded can still make tract panic when it runs: an index constant
+    /// damaged past the input's length makes `Gather` slice out of range (found by the 30-minute fuzz run of
+    /// tests/fuzz/package.rs). The panic is caught and becomes this input's error; the plan keeps no state between
+    /// runs, so the next input is unaffected.
     pub fn run(&self, inputs: &[&TValue]) -> TractResult<TValue> {
         let ordered: TVec<TValue> = self.order.iter().map(|&at| inputs[at].clone()).collect();
-        let mut outputs = self.plan.run(ordered)?;
+        let mut outputs = cosee_format::guard::catch_panic(|| self.plan.run(ordered))
+            .map_err(|panic| TractError::msg(format!("{}: tract panicked while running it ({panic})", self.file)))??;
         outputs.pop().ok_or_else(|| TractError::msg(format!("{} returned no output", self.file)))
     }
 }
