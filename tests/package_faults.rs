@@ -190,3 +190,37 @@ fn a_damaged_gather_index_fails_the_input_not_the_process() {
     let answer = engine.classify(&Input::single("the movie is a charming and often affecting journey")).unwrap();
     assert!((1..=answer.num_layers).contains(&answer.exit_layer));
 }
+
+/// Regression (the rerun of the 30-minute fuzz run of tests/fuzz/package.rs, after 17 minutes): a damaged `axis` on
+/// a layer's `LayerNormalization` node made tract's inference rules loop up to 2^63 times, so `Engine::load` hung
+/// instead of refusing the file. The load runs on its own thread here, so that a regression fails this test after a
+/// minute instead of hanging the suite.
+#[test]
+fn a_damaged_layer_norm_axis_is_refused_not_a_hang() {
+    use prost::Message;
+    for axis in [-(1i64 << 40), 1 << 40, 9, -9] {
+        let root = tempfile::tempdir().unwrap();
+        let package = tiny(root.path());
+        let path = package.join("layer_01.onnx");
+        let mut model = tract_onnx::pb::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+        let graph = model.graph.as_mut().unwrap();
+        let node = graph.node.iter_mut().find(|n| n.op_type == "LayerNormalization").expect("a LayerNorm node");
+        let attribute = node.attribute.iter_mut().find(|a| a.name == "axis").expect("its axis attribute");
+        attribute.i = axis;
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        relist(&package, "layer_01.onnx");
+
+        let (send, receive) = std::sync::mpsc::channel();
+        let loading = package.clone();
+        std::thread::spawn(move || send.send(Engine::load(&loading).err()));
+        let err = receive
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("Engine::load still running after 60 s with axis = {axis}"))
+            .unwrap_or_else(|| panic!("a LayerNorm axis of {axis} loaded"));
+        assert!(
+            matches!(&err, LoadError::InvalidGraph { path, message } if path.ends_with("layer_01.onnx")
+                && message.contains(&format!("axis = {axis}"))),
+            "{err}"
+        );
+    }
+}

@@ -6,6 +6,8 @@ use crate::error::LoadError;
 use crate::fused::{self, Fusion};
 use crate::manifest::io_names;
 use std::path::Path;
+use tract_onnx::model::ParseResult;
+use tract_onnx::pb::GraphProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -79,7 +81,21 @@ impl StagePlan {
 
         // Where cold start goes, per stage and phase: `RUST_LOG=cosee_runtime=debug`.
         let mut phases = LoadPhases::start();
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(invalid)?;
+        let onnx = tract_onnx::onnx();
+        let proto = onnx.proto_model_for_path(path).map_err(invalid)?;
+        if let Some(graph) = &proto.graph {
+            check_axis_attributes(graph)
+                .map_err(|message| LoadError::InvalidGraph { path: display.clone(), message })?;
+        }
+        // What `model_for_path` does, with the check above between reading the protobuf and translating it.
+        let ParseResult { mut model, unresolved_inputs, .. } =
+            onnx.parse(&proto, path.parent().and_then(Path::to_str)).map_err(invalid)?;
+        if !unresolved_inputs.is_empty() {
+            return Err(LoadError::InvalidGraph {
+                path: display,
+                message: format!("inputs that no node or initializer gives: {}", unresolved_inputs.join(", ")),
+            });
+        }
         phases.mark("parse");
         let names: Vec<String> =
             model.input_outlets().map_err(invalid)?.iter().map(|o| model.node(o.node).name.clone()).collect();
@@ -164,6 +180,35 @@ impl StagePlan {
             .map_err(|panic| TractError::msg(format!("{}: tract panicked while running it ({panic})", self.file)))??;
         outputs.pop().ok_or_else(|| TractError::msg(format!("{} returned no output", self.file)))
     }
+}
+
+/// The highest tensor rank an axis attribute may name. The package's graphs have rank ≤ 4; ONNX allows more, and the
+/// bound only has to be far below where a loop over axes stops being instant.
+const MAX_AXIS_RANK: i64 = 8;
+
+/// Refuses a node whose `axis`, `axes` or `perm` attribute names an axis no tensor of rank ≤ [`MAX_AXIS_RANK`] has,
+/// in the graph and any subgraph, before tract sees the graph. tract-onnx 0.23.9's `LayerNormalization` inference
+/// rules loop `for ax in 0..axis`, with a negative axis wrapped by `as usize`: a damaged attribute made
+/// `Engine::load` spin for up to 2^63 steps instead of refusing the file (found by the 30-minute fuzz run of
+/// tests/fuzz/package.rs). Checking every op's axes, not only that one, closes the same door for the others.
+fn check_axis_attributes(graph: &GraphProto) -> Result<(), String> {
+    for node in &graph.node {
+        for attribute in &node.attribute {
+            if matches!(attribute.name.as_str(), "axis" | "axes" | "perm") {
+                let mut values = std::iter::once(attribute.i).chain(attribute.ints.iter().copied());
+                if let Some(bad) = values.find(|v| !(-MAX_AXIS_RANK..MAX_AXIS_RANK).contains(v)) {
+                    return Err(format!(
+                        "node `{}` ({}) has {} = {bad}, an axis no tensor of rank ≤ {MAX_AXIS_RANK} has",
+                        node.name, node.op_type, attribute.name
+                    ));
+                }
+            }
+            for subgraph in attribute.g.iter().chain(&attribute.graphs) {
+                check_axis_attributes(subgraph)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds spent in each phase of loading one stage, for the debug log.
