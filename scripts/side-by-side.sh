@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ONNX Runtime beside cosee-edge on one package, the same inputs and token ids, in one invocation:
 #
-#   scripts/side-by-side.sh --package PKG [--f32-package PKG] --data dev.tsv [--limit N] [--out DIR] [--ort-backend]
-#                           [-- PYARGS…]
+#   scripts/side-by-side.sh --package PKG [--f32-package PKG] [--int8-ort-package PKG] --data dev.tsv [--limit N]
+#                           [--out DIR] [--ort-backend] [-- PYARGS…]
 #
 # 1. `cosee-edge bench` on PKG (and on the f32 package): our early exit at the package's τ and our full depth,
 #    interleaved per input, one thread;
@@ -11,19 +11,21 @@
 #    ORT's own quantize_dynamic int8), full depth and early exit, 1 thread and all cores, on those token ids.
 # With --ort-backend, also the runtime's own exit loop on its ONNX Runtime backend (cargo feature `ort`, the .venv
 # wheel's libonnxruntime.so): runtime/examples/ort_bench.rs, the same bench on every package, ORT's own int8 form of
-# the f32 package included (DIR/package-int8-ort, written by ort_side_by_side.py --write-ort-int8-package).
+# the f32 package included (DIR/package-int8-ort, written by ort_side_by_side.py --write-ort-int8-package), and
+# --int8-ort-package, the same form written by `cosee-tools export --quantize int8-ort` (rows `int8-ort-export`).
 # Writes DIR/ours-int8.json, DIR/ours-f32.json, DIR/tokens.jsonl, DIR/side-by-side.json and DIR/side-by-side.md
 # (default DIR: target/side-by-side); the table is printed too. Arguments after `--` go to ort_side_by_side.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
-package="" f32_package="" data="" limit="" out="target/side-by-side" ort_backend=""
+package="" f32_package="" int8_ort_package="" data="" limit="" out="target/side-by-side" ort_backend=""
 py_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --package) package="$2"; shift 2 ;;
     --f32-package) f32_package="$2"; shift 2 ;;
+    --int8-ort-package) int8_ort_package="$2"; shift 2 ;;
     --data) data="$2"; shift 2 ;;
     --limit) limit="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
@@ -75,6 +77,7 @@ if [ -n "$ort_backend" ]; then
   cargo build --release --workspace --features cosee-runtime/ort --example ort_bench >&2
   forms=("int8-pkg=$package")
   [ -n "$f32_package" ] && forms+=("f32=$f32_package" "int8-ort=$out/package-int8-ort")
+  [ -n "$int8_ort_package" ] && forms+=("int8-ort-export=$int8_ort_package")
   for f in "${forms[@]}"; do
     echo "side-by-side: the runtime's ORT backend on ${f#*=} (${f%%=*})" >&2
     target/release/examples/ort_bench "${f#*=}" "$data" $limit > "$out/ours-ort-${f%%=*}.json"

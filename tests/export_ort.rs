@@ -9,7 +9,7 @@
 //!
 //! Skipped, loudly, when python3 or onnxruntime is missing and `CI` is unset; under CI it fails instead.
 
-use cosee_runtime::manifest::{exit_file, layer_file, EmbeddingStorage, EMBEDDINGS_FILE};
+use cosee_runtime::manifest::{exit_file, layer_file, EmbeddingStorage, QuantScheme, EMBEDDINGS_FILE};
 use cosee_runtime::{ExitSignal, Task};
 use cosee_tools::check::{sample_batch, StagePlans};
 use cosee_tools::reference::Hidden;
@@ -122,4 +122,25 @@ fn exported_graphs_run_in_onnx_runtime_like_in_tract() {
             report["max"], report["rows_off"], report["rows"]
         );
     }
+
+    // ONNX Runtime's own dynamic form, written by us: ORT must run it like tract does (the same u8×s8 arithmetic;
+    // the rows that differ are the int8 rounding-boundary rows described above), and must fuse every linear
+    // layer's chain into its int8 kernels, or the form would not be the fast path it exists for.
+    let pkg = tmp.path().join("int8-ort");
+    let quantize = QuantScheme::Int8OrtDynamic;
+    let options =
+        ExportOptions { quantize, embeddings: ExportOptions::default_embeddings(quantize), ..ExportOptions::default() };
+    export(&ckpt, &pkg, &options).unwrap();
+    let report = ort_check(&python, &pkg, &tract_cases(&pkg, layers, hidden, vocab), 0.1, 0.05);
+    eprintln!(
+        "int8-ort: ORT vs tract max |Δ| {}, {} of {} rows beyond 1e-4; ORT's layer_01 after optimization: {}",
+        report["max"], report["rows_off"], report["rows"], report["optimized_ops"]["layer_01.onnx"]
+    );
+    let ops = &report["optimized_ops"]["layer_01.onnx"];
+    assert_eq!(ops["MatMulInteger"], Value::Null, "ORT left an unfused MatMulInteger: {ops}");
+    assert_eq!(
+        ops["DynamicQuantizeMatMul"].as_u64().unwrap_or(0) + ops["MatMulIntegerToFloat"].as_u64().unwrap_or(0),
+        6,
+        "{ops}"
+    );
 }

@@ -68,7 +68,7 @@ impl ExportOptions {
     pub fn default_embeddings(quantize: QuantScheme) -> EmbeddingStorage {
         match quantize {
             QuantScheme::None => EmbeddingStorage::F32,
-            QuantScheme::Int8PerTokenSymmetric => EmbeddingStorage::F16,
+            QuantScheme::Int8PerTokenSymmetric | QuantScheme::Int8OrtDynamic => EmbeddingStorage::F16,
         }
     }
 
@@ -141,7 +141,7 @@ pub fn default_threshold(signal: ExitSignal, num_layers: usize) -> f32 {
 pub fn self_check_tolerance(scheme: QuantScheme) -> f32 {
     match scheme {
         QuantScheme::None => 1e-3,
-        QuantScheme::Int8PerTokenSymmetric => 0.1,
+        QuantScheme::Int8PerTokenSymmetric | QuantScheme::Int8OrtDynamic => 0.1,
     }
 }
 
@@ -150,7 +150,7 @@ pub fn self_check_tolerance(scheme: QuantScheme) -> f32 {
 pub fn max_rows_off(scheme: QuantScheme) -> f64 {
     match scheme {
         QuantScheme::None => 0.0,
-        QuantScheme::Int8PerTokenSymmetric => 0.1,
+        QuantScheme::Int8PerTokenSymmetric | QuantScheme::Int8OrtDynamic => 0.1,
     }
 }
 

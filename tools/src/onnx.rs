@@ -146,8 +146,16 @@ impl GraphBuilder {
 
     /// Adds a node with one output and returns that output's name.
     pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
+        let [output] = self.op_n(op_type, inputs, attrs);
+        output
+    }
+
+    /// Adds a node with `N` outputs (`DynamicQuantizeLinear` has three) and returns their names in order.
+    pub fn op_n<const N: usize>(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> [String; N] {
         self.counter += 1;
-        let output = format!("{}_{}", op_type.to_ascii_lowercase(), self.counter);
+        let base = format!("{}_{}", op_type.to_ascii_lowercase(), self.counter);
+        // One output keeps the plain name, so that graphs written before multi-output nodes are unchanged.
+        let outputs: [String; N] = std::array::from_fn(|i| if N == 1 { base.clone() } else { format!("{base}_{i}") });
         let attribute = attrs
             .into_iter()
             .map(|(name, value)| {
@@ -171,13 +179,13 @@ impl GraphBuilder {
             .collect();
         self.graph.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.clone()],
+            output: outputs.to_vec(),
             name: format!("{}_{}", op_type, self.counter),
             op_type: op_type.to_string(),
             attribute,
             ..Default::default()
         });
-        output
+        outputs
     }
 
     pub fn build(self) -> ModelProto {

@@ -50,9 +50,46 @@ pub fn quantize_rows(data: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f3
     (q, scales)
 }
 
+/// ONNX `DynamicQuantizeLinear` of a whole tensor, as the ONNX spec, tract and ONNX Runtime compute it: the range
+/// [min(0, min x), max(0, max x)] spread over 0..=255, s = (max − min) / 255, zero point z = round(−min / s)
+/// clipped to 0..=255, q = clip(round(x / s) + z, 0, 255), rounding half to even. Returns (q, s, z).
+///
+/// Asymmetric: unlike [`quantize_symmetric`], a product with an s8 weight needs the zero point subtracted, which
+/// `MatMulInteger` does with its `a_zero_point` input.
+pub fn quantize_dynamic_u8(values: &[f32]) -> (Vec<u8>, f32, u8) {
+    let (min, max) = values.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let scale = (max - min) / 255.0;
+    let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+    let q = values
+        .iter()
+        .map(|&x| ((x / scale).round_ties_even() as i32 + zero_point as i32).clamp(0, 255) as u8)
+        .collect();
+    (q, scale, zero_point)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The three examples of the ONNX operator documentation of `DynamicQuantizeLinear`.
+    #[test]
+    fn dynamic_u8_matches_the_onnx_examples() {
+        let cases: [(&[f32], f32, u8, &[u8]); 3] = [
+            (&[0., 2., -3., -2.5, 1.34, 0.5], 0.019_607_844, 153, &[153, 255, 0, 26, 221, 179]),
+            (&[-1., -2.1, -1.3, -2.5, -3.34, -4.], 0.015_686_275, 255, &[191, 121, 172, 96, 42, 0]),
+            (
+                &[1., 2.1, 1.3, 2.5, 3.34, 4., 1.5, 2.6, 3.9, 4., 3., 2.345],
+                0.015_686_275,
+                0,
+                &[64, 134, 83, 159, 213, 255, 96, 166, 249, 255, 191, 149],
+            ),
+        ];
+        for (values, scale, zero_point, q) in cases {
+            let (got_q, got_scale, got_zero) = quantize_dynamic_u8(values);
+            assert!((got_scale - scale).abs() < 1e-8, "{got_scale} vs {scale}");
+            assert_eq!((got_q.as_slice(), got_zero), (q, zero_point));
+        }
+    }
 
     #[test]
     fn hand_values() {

@@ -4,7 +4,8 @@
 //! The f32 path is the model as trained. The int8 path simulates the exported int8 arithmetic exactly —
 //! per-token symmetric activations, per-channel weights (the query's 1/√d folded in before quantizing, as the
 //! exporter does), integer accumulation, one rescale — so an int8 graph can be held to a tight tolerance against
-//! it, separately from the (larger) quantization error itself.
+//! it, separately from the (larger) quantization error itself. The `int8-ort` path does the same for ONNX
+//! Runtime's form: each linear layer's whole input quantized to u8 with a zero point, per-tensor s8 weights.
 
 use crate::quant;
 use crate::stages::MASK_VALUE;
@@ -53,6 +54,22 @@ fn linear(x: &[f32], lin: &Linear, scale: f32, scheme: QuantScheme) -> Vec<f32> 
                     let wr = lin.weight.row(o);
                     let dot: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
                     y[r * out + o] = ((dot + lin.bias[o] as f64) * scale as f64) as f32;
+                }
+            }
+        }
+        QuantScheme::Int8OrtDynamic => {
+            // One quantization of the whole input tensor (every row of every batch element), as
+            // `DynamicQuantizeLinear` does; the weight symmetric per tensor.
+            let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
+            let (wq, ws) = quant::quantize_symmetric(&scaled);
+            let (xq, xs, zero_point) = quant::quantize_dynamic_u8(x);
+            let combined = xs * ws;
+            for r in 0..rows {
+                let xr = &xq[r * inp..(r + 1) * inp];
+                for o in 0..out {
+                    let wr = &wq[o * inp..(o + 1) * inp];
+                    let acc: i32 = xr.iter().zip(wr).map(|(&a, &b)| (a as i32 - zero_point as i32) * b as i32).sum();
+                    y[r * out + o] = acc as f32 * combined + lin.bias[o] * scale;
                 }
             }
         }
@@ -158,24 +175,25 @@ pub fn layer(
     let (bs, seq, h) = (x.batch, x.sequence, x.hidden);
     let d = h / num_heads;
     let inv_sqrt_d = 1.0 / (d as f32).sqrt();
-    let mut out = Vec::with_capacity(x.data.len());
+    // The f32 model scales the scores; the int8 exports fold 1/√d into the query before quantizing.
+    let (q_scale, score_scale) = match scheme {
+        QuantScheme::None => (1.0, inv_sqrt_d as f64),
+        QuantScheme::Int8PerTokenSymmetric | QuantScheme::Int8OrtDynamic => (inv_sqrt_d, 1.0),
+    };
+    // Every linear layer sees the whole batch at once, as in the graph: a per-tensor quantization
+    // (`Int8OrtDynamic`) takes its range over all of it. The other schemes work row by row, where it is the same.
+    let q = linear(&x.data, &w.query, q_scale, scheme);
+    let k = linear(&x.data, &w.key, 1.0, scheme);
+    let v = linear(&x.data, &w.value, 1.0, scheme);
+    let mut context = vec![0.0f32; bs * seq * h];
     for b in 0..bs {
-        let xb = &x.data[b * seq * h..(b + 1) * seq * h];
-        // The f32 model scales the scores; the int8 export folds 1/√d into the query before quantizing.
-        let (q_scale, score_scale) = match scheme {
-            QuantScheme::None => (1.0, inv_sqrt_d as f64),
-            QuantScheme::Int8PerTokenSymmetric => (inv_sqrt_d, 1.0),
-        };
-        let q = linear(xb, &w.query, q_scale, scheme);
-        let k = linear(xb, &w.key, 1.0, scheme);
-        let v = linear(xb, &w.value, 1.0, scheme);
-        let mut context = vec![0.0f32; seq * h];
+        let row = |i: usize| (b * seq + i) * h;
         for head in 0..num_heads {
             for i in 0..seq {
-                let qi = &q[i * h + head * d..i * h + (head + 1) * d];
+                let qi = &q[row(i) + head * d..row(i) + (head + 1) * d];
                 let scores: Vec<f64> = (0..seq)
                     .map(|j| {
-                        let kj = &k[j * h + head * d..j * h + (head + 1) * d];
+                        let kj = &k[row(j) + head * d..row(j) + (head + 1) * d];
                         let dot: f64 = qi.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum();
                         let masked = (1.0 - attention_mask[b * seq + j] as f64) * MASK_VALUE as f64;
                         dot * score_scale + masked
@@ -185,26 +203,26 @@ pub fn layer(
                 let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                 let total: f64 = exps.iter().sum();
                 for c in 0..d {
-                    let val: f64 = (0..seq).map(|j| exps[j] / total * v[j * h + head * d + c] as f64).sum();
-                    context[i * h + head * d + c] = val as f32;
+                    let val: f64 = (0..seq).map(|j| exps[j] / total * v[row(j) + head * d + c] as f64).sum();
+                    context[row(i) + head * d + c] = val as f32;
                 }
             }
         }
-        let attn = linear(&context, &w.attention_output, 1.0, scheme);
-        let mut h1 = Vec::with_capacity(seq * h);
-        for i in 0..seq {
-            let res: Vec<f32> = (0..h).map(|j| attn[i * h + j] + xb[i * h + j]).collect();
-            h1.extend(layer_norm(&res, &w.attention_layer_norm));
-        }
-        let inter: Vec<f32> =
-            linear(&h1, &w.intermediate, 1.0, scheme).into_iter().map(|v| activation(v, act)).collect();
-        let ffn = linear(&inter, &w.output, 1.0, scheme);
-        for i in 0..seq {
-            let res: Vec<f32> = (0..h).map(|j| ffn[i * h + j] + h1[i * h + j]).collect();
-            out.extend(layer_norm(&res, &w.output_layer_norm));
-        }
     }
+    let attn = linear(&context, &w.attention_output, 1.0, scheme);
+    let h1 = residual_layer_norm(&attn, &x.data, h, &w.attention_layer_norm);
+    let inter: Vec<f32> = linear(&h1, &w.intermediate, 1.0, scheme).into_iter().map(|v| activation(v, act)).collect();
+    let ffn = linear(&inter, &w.output, 1.0, scheme);
+    let out = residual_layer_norm(&ffn, &h1, h, &w.output_layer_norm);
     Hidden { batch: bs, sequence: seq, hidden: h, data: out }
+}
+
+/// LayerNorm(y + x) row by row, rows `width` long.
+fn residual_layer_norm(y: &[f32], x: &[f32], width: usize, ln: &LayerNorm) -> Vec<f32> {
+    y.chunks_exact(width)
+        .zip(x.chunks_exact(width))
+        .flat_map(|(y, x)| layer_norm(&y.iter().zip(x).map(|(a, b)| a + b).collect::<Vec<f32>>(), ln))
+        .collect()
 }
 
 /// One exit: classifier(tanh(pooler(h[:, 0, :] or the mean of h over every position, as the graph))), logits

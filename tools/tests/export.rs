@@ -117,6 +117,41 @@ fn int8_package_matches_simulated_int8_reference_and_stays_near_f32() {
     }
 }
 
+/// The `int8-ort` form: ONNX Runtime's `quantize_dynamic` chain per linear layer. tract runs it like the
+/// simulation of its arithmetic (per-tensor u8 activations over the whole batch, padding included, s8 weights),
+/// and it stays near the f32 model; the graph holds the nodes ORT fuses.
+#[test]
+fn int8_ort_package_matches_its_simulation_and_stays_near_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    tiny_checkpoint(&ckpt, 2, 64, 4);
+    let checkpoint = Checkpoint::open(&ckpt).unwrap();
+    let pkg = tmp.path().join("pkg");
+    let quantize = QuantScheme::Int8OrtDynamic;
+    let options =
+        ExportOptions { quantize, embeddings: ExportOptions::default_embeddings(quantize), ..ExportOptions::default() };
+    let report = export(&ckpt, &pkg, &options).unwrap();
+    let q = report.manifest.quantization;
+    assert_eq!(q, Quantization { scheme: quantize, embeddings: EmbeddingStorage::F16, numerics: Numerics::Fused });
+    assert_matches_reference(&pkg, &checkpoint, q, 0.1, 0.05);
+
+    let plans = StagePlans::load(&pkg, 2).unwrap();
+    let tokens = sample_batch(1, 24, checkpoint.weights.embeddings.word.rows, 5);
+    let f32_trace = reference::forward(
+        &checkpoint.weights,
+        Quantization { scheme: QuantScheme::None, embeddings: EmbeddingStorage::F32, numerics: Numerics::Fused },
+        &tokens,
+    );
+    let d = compare(&plans.forward(&tokens, 64).unwrap(), &f32_trace, &tokens.attention_mask);
+    assert!(d.max_logit() > 0.0 && d.max_logit() < 0.25, "int8-ort vs f32 reference: {d:?}");
+
+    // Six linear layers, one DynamicQuantizeLinear per distinct input (Q, K and V share theirs).
+    let layer = std::fs::read(pkg.join(layer_file(1))).unwrap();
+    let graph = <tract_onnx::pb::ModelProto as prost::Message>::decode(layer.as_slice()).unwrap().graph.unwrap();
+    let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+    assert_eq!((count("MatMulInteger"), count("DynamicQuantizeLinear")), (6, 4));
+}
+
 #[test]
 fn int8_variants_compute_the_same_function() {
     use cosee_tools::stages::Int8Rescale;

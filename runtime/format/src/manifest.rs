@@ -46,8 +46,8 @@ pub fn exit_file(layer: usize) -> String {
     format!("exit_{layer:02}.onnx")
 }
 
-/// How the graphs' weights are stored and computed. With the `clap` feature, the values of `--quantize`: `none`
-/// and `int8` (the help there is the short form of each variant's comment).
+/// How the graphs' weights are stored and computed. With the `clap` feature, the values of `--quantize`: `none`,
+/// `int8` and `int8-ort` (the help there is the short form of each variant's comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
@@ -65,6 +65,20 @@ pub enum QuantScheme {
         )
     )]
     Int8PerTokenSymmetric,
+    /// ONNX Runtime's dynamic int8 form, as its `quantize_dynamic` writes it: each linear layer's input quantized
+    /// per tensor to u8 with a zero point by the standard `DynamicQuantizeLinear`, per-tensor symmetric s8
+    /// weights, u8×s8 `MatMulInteger`, then Cast and one Mul by the product of the two scales. ONNX Runtime fuses
+    /// that chain into one kernel (`DynamicQuantizeMatMul`), its fastest int8 path on x86; tract runs it too, but
+    /// slower than [`Self::Int8PerTokenSymmetric`] (its `DynamicQuantizeLinear` is a scalar loop).
+    #[cfg_attr(
+        feature = "clap",
+        value(
+            name = "int8-ort",
+            help = "ONNX Runtime's dynamic int8 form (u8 activations per tensor, s8 weights); for the ORT backend"
+        )
+    )]
+    #[serde(rename = "int8_ort")]
+    Int8OrtDynamic,
 }
 
 /// How the word-embedding table is stored (dequantized in the embeddings graph); `int8` is per-row symmetric.

@@ -20,7 +20,7 @@ pub struct Args {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "none")]
     pub quantize: QuantScheme,
-    /// Word-embedding table storage [default: f32 with --quantize none, f16 with --quantize int8].
+    /// Word-embedding table storage [default: f32 with --quantize none, f16 with --quantize int8 or int8-ort].
     #[arg(long, value_enum)]
     pub embeddings: Option<EmbeddingStorage>,
     /// How LayerNorm, softmax and GELU are written. `portable`: an int8 package answers on ARM bit for bit as on

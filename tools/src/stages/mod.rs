@@ -9,7 +9,8 @@
 //! tract's `DynamicQuantizeLinear` and `QuantizeLinear` are scalar loops that cost more than the int8 matmul
 //! saves, while these elementwise operators are vectorized. LayerNorm, softmax and GELU stay f32, written as the
 //! standard operators or, for [`Numerics::Portable`], from operations tract computes bit for bit alike on x86-64
-//! and aarch64 (see `portable_*` in `ops.rs`).
+//! and aarch64 (see `portable_*` in `ops.rs`). The `int8-ort` form ([`QuantScheme::Int8OrtDynamic`]) writes each
+//! linear layer as ONNX Runtime's `quantize_dynamic` does instead, for ORT's fused kernels.
 
 mod embeddings;
 mod exit;
@@ -67,6 +68,7 @@ impl LayerForm {
         match scheme {
             QuantScheme::None => Self::f32(),
             QuantScheme::Int8PerTokenSymmetric => Self::int8(),
+            QuantScheme::Int8OrtDynamic => Self { scheme, ..Self::int8() },
         }
     }
 }

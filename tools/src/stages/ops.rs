@@ -167,15 +167,8 @@ pub(super) fn linear_int8(
     let (out, inp) = (lin.out_features(), lin.in_features());
     let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
     let (q, w_scales) = quant::quantize_rows(&scaled, out, inp);
-    // [out, in] → [in, out] for MatMul.
-    let mut qt = vec![0i8; q.len()];
-    for o in 0..out {
-        for i in 0..inp {
-            qt[i * out + o] = q[o * inp + i];
-        }
-    }
     let bias: Vec<f32> = lin.bias.iter().map(|v| v * scale).collect();
-    let w = g.i8s(&format!("{prefix}.weight_s8"), &[inp, out], &qt);
+    let w = g.i8s(&format!("{prefix}.weight_s8"), &[inp, out], &transposed(&q, out, inp));
     let ws = g.f32s(&format!("{prefix}.weight_scale"), &[out], &w_scales);
     let b = g.f32s(&format!("{prefix}.bias"), &[out], &bias);
     let acc = g.op("MatMulInteger", &[&x.values, &w], vec![]);
@@ -193,26 +186,81 @@ pub(super) fn linear_int8(
     g.op("Add", &[&y, &b], vec![])
 }
 
+/// An activation quantized per tensor by `DynamicQuantizeLinear`: u8 values, f32 scale and u8 zero point (scalars).
+pub(super) struct DynamicQuantizedInput {
+    values: String,
+    scale: String,
+    zero_point: String,
+}
+
+/// `x Wᵀ + b` in ONNX Runtime's dynamic int8 form ([`QuantScheme::Int8OrtDynamic`]), node for node what its
+/// `quantize_dynamic` writes, so that ORT's graph optimizer recognises the chain and fuses it:
+/// MatMulInteger(x_u8, W_s8, z_x) → Cast → Mul by (s_x · s_W) → Add b. W is per-tensor symmetric (`scale` folded in
+/// before quantizing, as in [`linear_int8`]).
+pub(super) fn linear_int8_dynamic(
+    g: &mut GraphBuilder,
+    x: &DynamicQuantizedInput,
+    lin: &Linear,
+    prefix: &str,
+    scale: f32,
+) -> String {
+    let (out, inp) = (lin.out_features(), lin.in_features());
+    let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
+    let (q, w_scale) = quant::quantize_symmetric(&scaled);
+    let bias: Vec<f32> = lin.bias.iter().map(|v| v * scale).collect();
+    let w = g.i8s(&format!("{prefix}.weight_s8"), &[inp, out], &transposed(&q, out, inp));
+    let ws = g.scalar(&format!("{prefix}.weight_scale"), w_scale);
+    let b = g.f32s(&format!("{prefix}.bias"), &[out], &bias);
+    let acc = g.op("MatMulInteger", &[&x.values, &w, &x.zero_point], vec![]);
+    let acc = g.op("Cast", &[&acc], vec![("to", Attr::Int(DataType::Float as i64))]);
+    let s = g.op("Mul", &[&x.scale, &ws], vec![]);
+    let y = g.op("Mul", &[&acc, &s], vec![]);
+    g.op("Add", &[&y, &b], vec![])
+}
+
+/// A row-major `[rows, cols]` matrix as `[cols, rows]`: a PyTorch weight `[out, in]` as MatMul's `[in, out]`.
+fn transposed<T: Copy + Default>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::default(); data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = data[r * cols + c];
+        }
+    }
+    t
+}
+
+/// One linear layer input, quantized as the scheme asks, once for every layer reading it.
+enum InputForm {
+    F32,
+    PerToken(QuantizedInput),
+    Dynamic(DynamicQuantizedInput),
+}
+
 /// Linear layers reading one input: f32, or int8 sharing one quantization of that input.
 pub(super) struct Linears<'a> {
     input: &'a str,
-    quantized: Option<QuantizedInput>,
+    quantized: InputForm,
     form: LayerForm,
 }
 
 impl<'a> Linears<'a> {
     pub(super) fn new(g: &mut GraphBuilder, input: &'a str, form: LayerForm) -> Self {
         let quantized = match form.scheme {
-            QuantScheme::None => None,
-            QuantScheme::Int8PerTokenSymmetric => Some(quantize_activation(g, input)),
+            QuantScheme::None => InputForm::F32,
+            QuantScheme::Int8PerTokenSymmetric => InputForm::PerToken(quantize_activation(g, input)),
+            QuantScheme::Int8OrtDynamic => {
+                let [values, scale, zero_point] = g.op_n("DynamicQuantizeLinear", &[input], vec![]);
+                InputForm::Dynamic(DynamicQuantizedInput { values, scale, zero_point })
+            }
         };
         Self { input, quantized, form }
     }
 
     pub(super) fn apply(&self, g: &mut GraphBuilder, lin: &Linear, prefix: &str, scale: f32) -> String {
         match &self.quantized {
-            None => linear_f32(g, self.input, lin, prefix, scale),
-            Some(q) => linear_int8(g, q, lin, prefix, scale, self.form.rescale),
+            InputForm::F32 => linear_f32(g, self.input, lin, prefix, scale),
+            InputForm::PerToken(q) => linear_int8(g, q, lin, prefix, scale, self.form.rescale),
+            InputForm::Dynamic(q) => linear_int8_dynamic(g, q, lin, prefix, scale),
         }
     }
 }
