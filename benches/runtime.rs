@@ -18,7 +18,7 @@
 use cosee_runtime::answer::Stage;
 use cosee_runtime::fused::Fusion;
 use cosee_runtime::glue::{parse_tsv, Task};
-use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, Package, TractBackend};
+use cosee_runtime::{AnyBackend, Engine, ExitPolicy, ExitSignal, Input, Package, TractBackend};
 use cosee_tools::testing::tiny_config;
 use cosee_tools::{export, write_random_checkpoint, ExportOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -49,7 +49,7 @@ fn package(dir: &Path, layers: usize, int8: bool) -> Engine {
 fn unfused(dir: &Path, layers: usize) -> Engine {
     let package = Package::open(&dir.join(format!("int8-{layers}l"))).expect("open the int8 package");
     let backend = TractBackend::load_with(&package, Fusion::NONE).expect("load without fusion");
-    Engine::from_parts(package, backend)
+    Engine::from_parts(package, AnyBackend::Tract(backend))
 }
 
 /// A single text of exactly `tokens` tokens ([CLS] and [SEP] included): the word "a" is one word piece.

@@ -13,7 +13,7 @@ use cosee_runtime::metrics::SweepPoint;
 use cosee_runtime::metrics::{accuracy, exit_histogram, layer_speedup};
 use cosee_runtime::signal::argmax;
 use cosee_runtime::tune::{self, RuntimeConfig, TuneEvent, TuneOptions};
-use cosee_runtime::{Engine, ExitPolicy, ExitSignal, Input, Task};
+use cosee_runtime::{BackendKind, Engine, ExitPolicy, ExitSignal, Input, Task};
 use cosee_tools::export::{export, ExportOptions};
 use cosee_tools::testing::tiny_config;
 use cosee_tools::write_random_checkpoint;
@@ -192,6 +192,7 @@ fn tune_is_one_library_call_that_reports_its_steps() {
         limit: Some(20),
         attempts: 2,
         out: dir.path().join("config.json"),
+        backend: BackendKind::Tract,
     };
     let mut steps = Vec::new();
     let report = tune::run(package(), &options, &mut |event| match event {

@@ -30,7 +30,7 @@ fn inputs() -> Vec<String> {
     texts
 }
 
-fn engine(package: &Path, fusion: Fusion) -> Engine {
+fn engine(package: &Path, fusion: Fusion) -> Engine<TractBackend> {
     let package = Package::open(package).unwrap();
     let backend = TractBackend::load_with(&package, fusion).unwrap();
     Engine::from_parts(package, backend)
@@ -38,7 +38,7 @@ fn engine(package: &Path, fusion: Fusion) -> Engine {
 
 /// The largest |Δ| between the two engines' logits over every exit and input (0 when bit for bit equal), after
 /// checking that the default exit layers and labels agree.
-fn max_difference(a: &Engine, b: &Engine) -> f32 {
+fn max_difference(a: &Engine<TractBackend>, b: &Engine<TractBackend>) -> f32 {
     let mut worst = 0f32;
     for text in inputs() {
         let input = Input::single(&text);

@@ -65,7 +65,7 @@ fn main() -> Result<()> {
         }
     }
     let dir = package_dir.context("usage: fusion PACKAGE_DIR [--data TSV] [--runs N]")?;
-    let load = |fusion| -> Result<(Engine, f64)> {
+    let load = |fusion| -> Result<(Engine<TractBackend>, f64)> {
         let start = Instant::now();
         let package = Package::open(&dir)?;
         let backend = TractBackend::load_with(&package, fusion)?;

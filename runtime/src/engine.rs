@@ -6,7 +6,8 @@
 //! [`Engine::new`] (tract) or [`Engine::with_backend`] (any [`Backend`]); a call only tokenizes and runs them.
 
 use crate::answer::{Answer, Stage, StageTimes};
-use crate::backend::{Backend, TractBackend};
+use crate::any_backend::{AnyBackend, BackendKind};
+use crate::backend::Backend;
 use crate::error::{InputError, LoadError, RunError};
 use crate::manifest::Manifest;
 use crate::package::Package;
@@ -36,9 +37,9 @@ impl FullDepth {
 }
 
 /// A loaded package: validated files, a tokenizer and every stage ready to run on backend `B` (tract by default:
-/// one optimized plan per stage, see [`Backend`]).
+/// one optimized plan per stage, unless [`Engine::load_on`] asks for ONNX Runtime; see [`AnyBackend`]).
 #[derive(Debug, Clone)]
-pub struct Engine<B = TractBackend> {
+pub struct Engine<B = AnyBackend> {
     package: Package,
     backend: B,
 }
@@ -47,6 +48,13 @@ impl Engine {
     /// Opens, validates and loads the package in `dir` on tract.
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
         Self::new(Package::open(dir)?)
+    }
+
+    /// Opens, validates and loads the package in `dir` on the backend `kind` names (`--backend`).
+    pub fn load_on(dir: &Path, kind: BackendKind) -> Result<Self, LoadError> {
+        let package = Package::open(dir)?;
+        let backend = AnyBackend::load_kind(&package, kind)?;
+        Ok(Self::from_parts(package, backend))
     }
 
     /// Builds every stage's tract plan (parse, fix input facts, check shapes against the manifest, optimize) once.
@@ -63,7 +71,7 @@ impl<B: Backend> Engine<B> {
     }
 
     /// An engine on a backend already loaded from `package` (one built with options of its own, such as
-    /// [`TractBackend::load_with`]).
+    /// [`crate::TractBackend::load_with`]).
     pub fn from_parts(package: Package, backend: B) -> Self {
         Self { package, backend }
     }

@@ -2,7 +2,8 @@
 //!
 //! The lifecycle is in the types: a [`Package`] is a directory that passed validation (manifest version and
 //! consistency, files present, sizes and sha256s, tokenizer); an [`Engine`] holds every stage ready to run on a
-//! [`Backend`] (by default [`TractBackend`]: one optimized tract plan per stage), built once from a package;
+//! [`Backend`] (by default [`AnyBackend`], the one `--backend` picks: [`TractBackend`], one optimized tract plan per
+//! stage, unless ONNX Runtime is asked for), built once from a package;
 //! [`Engine::classify_with`] — the exit loop, in `engine.rs` — answers one [`Input`] with an [`Answer`].
 //!
 //! The definitions every crate of the workspace shares (the exit [`signal`]s and the exit decision, the package
@@ -13,6 +14,7 @@
 pub use cosee_format::{config, glue, json, manifest, metrics, settings, signal, sigpipe, tokenize};
 
 pub mod answer;
+pub mod any_backend;
 pub mod backend;
 pub mod engine;
 pub mod error;
@@ -26,6 +28,7 @@ pub mod package;
 mod stage;
 
 pub use answer::{Answer, Stage, StageTimes};
+pub use any_backend::{AnyBackend, BackendKind};
 pub use backend::{Backend, TractBackend};
 pub use engine::{Engine, ExitPolicy, FullDepth};
 pub use error::{InputError, LoadError, RunError};

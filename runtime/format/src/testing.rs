@@ -6,6 +6,8 @@
 //!   models and packages.
 //! - [`tiny_tokenizer_json`]: BERT's pipeline over 12 words, whose ids tests can spell out.
 //! - [`tiny_config`]: a tiny COSEE model configuration over the test vocabulary.
+//! - [`onnx_runtime_library`] and [`under_ci`]: for the tests that need ONNX Runtime, which skip loudly without it
+//!   and fail under CI.
 //!
 //! The vocabulary (`runtime/format/data/test_vocab.txt`, made by `runtime/format/scripts/make_test_vocab.py`) keeps the special
 //! tokens at ids 0–4, every single character with its `##` form, and the 2,500 pieces most used on SST-2, so real
@@ -13,7 +15,7 @@
 
 use crate::config::{BertConfig, ExitConfig, ModelConfig};
 use crate::{ExitSignal, Task};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The committed test vocabulary, one token per line, id = line number.
@@ -125,6 +127,29 @@ pub fn tiny_config(num_layers: usize, hidden: usize, heads: usize, task: Task, s
         },
         cosee: Some(ExitConfig::new(task, signal, 128)),
     }
+}
+
+/// The environment variable that names ONNX Runtime's shared library (the runtime's `ort` backend reads it).
+pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+
+/// ONNX Runtime's shared library for tests: the file `ORT_DYLIB_PATH` names when it is set, else the one
+/// `scripts/setup-python.sh` installs into `<root>/.venv` (`lib/python3*/site-packages/onnxruntime/capi/`).
+pub fn onnx_runtime_library(root: &Path) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let pythons = std::fs::read_dir(root.join(".venv/lib")).into_iter().flatten().flatten();
+    pythons.into_iter().find_map(|python| {
+        let capi = std::fs::read_dir(python.path().join("site-packages/onnxruntime/capi")).ok()?;
+        let mut libraries = capi.flatten().map(|e| e.path());
+        libraries.find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.")))
+    })
+}
+
+/// Whether the tests run under CI (`CI` set, and not to `false` or `0`): there a missing tool fails a test that
+/// skips loudly on a developer's machine.
+pub fn under_ci() -> bool {
+    std::env::var("CI").map(|v| !v.is_empty() && v != "false" && v != "0").unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The measurement: full depth and every τ interleaved per input, and the per-stage costs.
 
 use crate::answer::{Stage, StageTimes};
+use crate::any_backend::BackendKind;
 use crate::backend::Backend;
 use crate::engine::{Engine, ExitPolicy, FullDepth};
 use crate::error::{LoadError, RunError};
@@ -38,9 +39,9 @@ impl Default for BenchOptions {
 }
 
 /// Loads a package and times it: the cold start.
-pub fn load_timed(dir: &Path) -> Result<(Engine, f64), LoadError> {
+pub fn load_timed(dir: &Path, backend: BackendKind) -> Result<(Engine, f64), LoadError> {
     let start = Instant::now();
-    let engine = Engine::load(dir)?;
+    let engine = Engine::load_on(dir, backend)?;
     Ok((engine, start.elapsed().as_secs_f64() * 1e3))
 }
 

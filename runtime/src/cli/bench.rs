@@ -20,6 +20,8 @@ pub struct Args {
     /// Model package directory.
     #[arg(long, short = 'm', value_name = "DIR")]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub backend: super::BackendArg,
     /// Inputs: a GLUE TSV of the task (labelled: accuracy is reported), or plain text, one input per line (a pair
     /// as `first<TAB>second`).
     #[arg(long, short = 'd', value_name = "FILE")]
@@ -66,8 +68,8 @@ pub fn progress_bar(total: usize, what: &str) -> ProgressBar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (engine, cold_start_ms) =
-        bench::load_timed(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let (engine, cold_start_ms) = bench::load_timed(&args.model, args.backend.backend)
+        .with_context(|| format!("cannot load {}", args.model.display()))?;
     let manifest = engine.manifest();
     let signal = args.signal.unwrap_or(manifest.signal.name);
     if let Some(t) = args.threshold {

@@ -26,6 +26,8 @@ pub struct Args {
     /// Model package directory (written by `cosee-tools export`).
     #[arg(long, short = 'm', value_name = "DIR")]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub backend: super::BackendArg,
     /// Exit threshold τ. Default: the package's `default_threshold`. Energy and entropy exit below τ, max_softmax
     /// above τ, patience once that many consecutive layers agree.
     #[arg(long, short = 't', value_name = "T")]
@@ -59,7 +61,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(controlled) = controlled(&args, tuned.as_ref())? {
         return super::serve::run(controlled);
     }
-    let engine = Engine::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let engine = Engine::load_on(&args.model, args.backend.backend)
+        .with_context(|| format!("cannot load {}", args.model.display()))?;
     let policy = policy(&engine, &args, tuned.as_ref())?;
     let pair_task = engine.manifest().task.is_pair();
     let stdout = std::io::stdout();
@@ -118,6 +121,7 @@ fn controlled(args: &Args, tuned: Option<&RuntimeConfig>) -> anyhow::Result<Opti
     }
     Ok(Some(super::serve::Args {
         model: args.model.clone(),
+        backend: args.backend,
         config: args.config.clone(),
         budget_ms: Some(budget),
         percentile: None,

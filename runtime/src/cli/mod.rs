@@ -9,6 +9,7 @@ pub mod serve;
 pub mod tune;
 
 use cosee_runtime::settings::OutOfRange;
+use cosee_runtime::BackendKind;
 use std::process::ExitCode;
 
 /// Every input answered.
@@ -19,6 +20,16 @@ pub const EXIT_INPUT_ERRORS: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// The package failed to load, or reading input / writing output failed.
 pub const EXIT_FATAL: u8 = 3;
+
+/// `--backend`, the engine that runs a package's stages: one definition, flattened into every subcommand that loads
+/// a package.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct BackendArg {
+    /// The engine that computes the stages: `tract` (built in) or `ort` (ONNX Runtime, in a build with `--features
+    /// cosee-runtime/ort`, its library named by ORT_DYLIB_PATH): the fast engine for `int8-ort` packages on x86.
+    #[arg(long, value_enum, default_value_t = BackendKind::Tract, value_name = "ENGINE")]
+    pub backend: BackendKind,
+}
 
 /// A command-line mistake clap cannot see (e.g. two flags that only make sense together).
 #[derive(Debug)]

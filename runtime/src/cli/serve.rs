@@ -30,6 +30,8 @@ pub struct Args {
     /// Model package directory.
     #[arg(long, short = 'm', value_name = "DIR")]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub backend: super::BackendArg,
     /// Runtime config written by `tune`: the operating point τ (used on battery), the budget and percentile.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -89,7 +91,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.check(flag).map_err(UsageError::from)?;
     #[cfg(feature = "http")]
     let http = args.http.config()?;
-    let engine = Engine::load(&args.model).with_context(|| format!("cannot load {}", args.model.display()))?;
+    let engine = Engine::load_on(&args.model, args.backend.backend)
+        .with_context(|| format!("cannot load {}", args.model.display()))?;
     let control = ThresholdControl::new(engine.manifest(), &options, flag).map_err(|e| match e {
         ServeError::Setting(e) => anyhow::Error::from(UsageError::from(e)),
         e => e.into(),

@@ -21,6 +21,8 @@ pub struct Args {
     /// Model package directory (with a calibration table: `cosee-tools calibrate`).
     #[arg(long, short = 'm', value_name = "DIR")]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub backend: super::BackendArg,
     /// Latency budget in milliseconds for the chosen percentile.
     #[arg(long, value_name = "X")]
     pub budget_ms: f64,
@@ -71,6 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         attempts: args.attempts,
         out: args.out,
+        backend: args.backend.backend,
     };
     let mut bar: Option<ProgressBar> = None;
     let report = tune::run(&args.model, &options, &mut |event| show(event, &mut bar)).map_err(|e| match e {

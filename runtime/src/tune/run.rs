@@ -6,7 +6,7 @@ use super::{choose, predict_all, verify, Choice, Measured, Prediction, RuntimeCo
 use crate::bench::{self, BenchOptions};
 use crate::glue::{Example, Task};
 use crate::profile::DeviceProfile;
-use crate::{Engine, ExitSignal, Input};
+use crate::{BackendKind, Engine, ExitSignal, Input};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,8 @@ pub struct TuneOptions {
     pub attempts: usize,
     /// Where to save the runtime config.
     pub out: PathBuf,
+    /// The engine that runs the stages while measuring (the one that will serve).
+    pub backend: BackendKind,
 }
 
 /// What [`run`] is doing, as it does it.
@@ -95,8 +97,8 @@ pub fn run(
     options: &TuneOptions,
     events: &mut dyn FnMut(TuneEvent<'_>),
 ) -> Result<TuneReport, TuneError> {
-    let (engine, cold_start_ms) =
-        bench::load_timed(model).map_err(|source| TuneError::Load { path: model.display().to_string(), source })?;
+    let (engine, cold_start_ms) = bench::load_timed(model, options.backend)
+        .map_err(|source| TuneError::Load { path: model.display().to_string(), source })?;
     let manifest = engine.manifest().clone();
     let calibration = manifest.calibration.clone().ok_or(TuneError::NoCalibration)?;
     let task = options.task.unwrap_or(manifest.task);
