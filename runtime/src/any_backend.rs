@@ -22,8 +22,8 @@ pub enum BackendKind {
     /// tract (always built in): the `none` and `int8` package forms, and every platform the binary builds for.
     #[default]
     Tract,
-    /// ONNX Runtime, loaded at run time from the library `ORT_DYLIB_PATH` names (builds with `--features ort`):
-    /// the `int8-ort` package form on x86.
+    /// ONNX Runtime, loaded at run time from the library `ORT_DYLIB_PATH` names (the `ort` cargo feature, on by
+    /// default): the `int8-ort` package form on x86.
     Ort,
 }
 

@@ -25,8 +25,9 @@ pub const EXIT_FATAL: u8 = 3;
 /// a package.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct BackendArg {
-    /// The engine that computes the stages: `tract` (built in) or `ort` (ONNX Runtime, in a build with `--features
-    /// cosee-runtime/ort`, its library named by ORT_DYLIB_PATH): the fast engine for `int8-ort` packages on x86.
+    /// The engine that computes the stages: `tract`, or `ort` (ONNX Runtime, loaded from the library ORT_DYLIB_PATH
+    /// names, e.g. the one scripts/setup-python.sh installs into .venv): the fast engine for `int8-ort` packages on
+    /// x86.
     #[arg(long, value_enum, default_value_t = BackendKind::Tract, value_name = "ENGINE")]
     pub backend: BackendKind,
 }
