@@ -25,6 +25,7 @@ pub mod lines;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
 pub mod package;
+pub mod parallel;
 mod stage;
 
 pub use answer::{Answer, Stage, StageTimes};
