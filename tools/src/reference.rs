@@ -5,7 +5,7 @@
 //! per-token symmetric activations, per-channel weights (the query's 1/√d folded in before quantizing, as the
 //! exporter does), integer accumulation, one rescale — so an int8 graph can be held to a tight tolerance against
 //! it, separately from the (larger) quantization error itself. The `int8-ort` path does the same for ONNX
-//! Runtime's form: each linear layer's whole input quantized to u8 with a zero point, per-tensor s8 weights.
+//! Runtime's form: each linear layer's whole input quantized to u8 with a zero point, s8 weights per output channel.
 
 use crate::quant;
 use crate::stages::MASK_VALUE;
@@ -61,15 +61,15 @@ fn linear(x: &[f32], lin: &Linear, scale: f32, scheme: QuantScheme) -> Vec<f32> 
             // One quantization of the whole input tensor (every row of every batch element), as
             // `DynamicQuantizeLinear` does; the weight symmetric per tensor.
             let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
-            let (wq, ws) = quant::quantize_symmetric(&scaled);
+            let (wq, ws) = quant::quantize_rows(&scaled, out, inp);
             let (xq, xs, zero_point) = quant::quantize_dynamic_u8(x);
-            let combined = xs * ws;
+            let combined: Vec<f32> = ws.iter().map(|w| xs * w).collect();
             for r in 0..rows {
                 let xr = &xq[r * inp..(r + 1) * inp];
                 for o in 0..out {
                     let wr = &wq[o * inp..(o + 1) * inp];
                     let acc: i32 = xr.iter().zip(wr).map(|(&a, &b)| (a as i32 - zero_point as i32) * b as i32).sum();
-                    y[r * out + o] = acc as f32 * combined + lin.bias[o] * scale;
+                    y[r * out + o] = acc as f32 * combined[o] + lin.bias[o] * scale;
                 }
             }
         }

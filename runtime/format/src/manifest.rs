@@ -65,16 +65,17 @@ pub enum QuantScheme {
         )
     )]
     Int8PerTokenSymmetric,
-    /// ONNX Runtime's dynamic int8 form, as its `quantize_dynamic` writes it: each linear layer's input quantized
-    /// per tensor to u8 with a zero point by the standard `DynamicQuantizeLinear`, per-tensor symmetric s8
-    /// weights, u8×s8 `MatMulInteger`, then Cast and one Mul by the product of the two scales. ONNX Runtime fuses
+    /// ONNX Runtime's dynamic int8 form, as its `quantize_dynamic(per_channel=True)` writes it: each linear layer's
+    /// input quantized per tensor to u8 with a zero point by the standard `DynamicQuantizeLinear`, symmetric s8
+    /// weights per output channel, u8×s8 `MatMulInteger`, then Cast and one Mul by the product of the scales. ONNX
+    /// Runtime fuses
     /// that chain into one kernel (`DynamicQuantizeMatMul`), its fastest int8 path on x86; tract runs it too, but
     /// slower than [`Self::Int8PerTokenSymmetric`] (its `DynamicQuantizeLinear` is a scalar loop).
     #[cfg_attr(
         feature = "clap",
         value(
             name = "int8-ort",
-            help = "ONNX Runtime's dynamic int8 form (u8 activations per tensor, s8 weights); for the ORT backend"
+            help = "ONNX Runtime's dynamic int8 form (u8 activations per tensor, s8 weights per channel); for --backend ort"
         )
     )]
     #[serde(rename = "int8_ort")]

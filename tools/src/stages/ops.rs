@@ -194,9 +194,10 @@ pub(super) struct DynamicQuantizedInput {
 }
 
 /// `x Wᵀ + b` in ONNX Runtime's dynamic int8 form ([`QuantScheme::Int8OrtDynamic`]), node for node what its
-/// `quantize_dynamic` writes, so that ORT's graph optimizer recognises the chain and fuses it:
-/// MatMulInteger(x_u8, W_s8, z_x) → Cast → Mul by (s_x · s_W) → Add b. W is per-tensor symmetric (`scale` folded in
-/// before quantizing, as in [`linear_int8`]).
+/// `quantize_dynamic(per_channel=True)` writes, so that ORT's graph optimizer recognises the chain and fuses it:
+/// MatMulInteger(x_u8, W_s8, z_x) → Cast → Mul by (s_x · s_W) → Add b. W is symmetric per output channel (`scale`
+/// folded in before quantizing, as in [`linear_int8`]): on the retrained SST-2 model per-channel weights gave 95.52 %
+/// on the hold-out at full depth against 95.10 % per tensor (tract's `int8` form: 95.54 %), and ORT still fuses it.
 pub(super) fn linear_int8_dynamic(
     g: &mut GraphBuilder,
     x: &DynamicQuantizedInput,
@@ -206,10 +207,10 @@ pub(super) fn linear_int8_dynamic(
 ) -> String {
     let (out, inp) = (lin.out_features(), lin.in_features());
     let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
-    let (q, w_scale) = quant::quantize_symmetric(&scaled);
+    let (q, w_scales) = quant::quantize_rows(&scaled, out, inp);
     let bias: Vec<f32> = lin.bias.iter().map(|v| v * scale).collect();
     let w = g.i8s(&format!("{prefix}.weight_s8"), &[inp, out], &transposed(&q, out, inp));
-    let ws = g.scalar(&format!("{prefix}.weight_scale"), w_scale);
+    let ws = g.f32s(&format!("{prefix}.weight_scale"), &[out], &w_scales);
     let b = g.f32s(&format!("{prefix}.bias"), &[out], &bias);
     let acc = g.op("MatMulInteger", &[&x.values, &w, &x.zero_point], vec![]);
     let acc = g.op("Cast", &[&acc], vec![("to", Attr::Int(DataType::Float as i64))]);
