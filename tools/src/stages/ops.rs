@@ -154,6 +154,25 @@ pub(super) fn quantize_activation(g: &mut GraphBuilder, x: &str) -> QuantizedInp
     QuantizedInput { values, scale }
 }
 
+/// A linear layer's initializers in both int8 forms: W `[in, out]` as s8, symmetric per output channel with
+/// `scale` folded in before quantizing, its scales `[out]`, and the bias `[out]` (scaled alike) in f32.
+struct Int8Weights {
+    w: String,
+    ws: String,
+    b: String,
+}
+
+fn int8_weights(g: &mut GraphBuilder, lin: &Linear, prefix: &str, scale: f32) -> Int8Weights {
+    let (out, inp) = (lin.out_features(), lin.in_features());
+    let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
+    let (q, w_scales) = quant::quantize_rows(&scaled, out, inp);
+    let bias: Vec<f32> = lin.bias.iter().map(|v| v * scale).collect();
+    let w = g.i8s(&format!("{prefix}.weight_s8"), &[inp, out], &transposed(&q, out, inp));
+    let ws = g.f32s(&format!("{prefix}.weight_scale"), &[out], &w_scales);
+    let b = g.f32s(&format!("{prefix}.bias"), &[out], &bias);
+    Int8Weights { w, ws, b }
+}
+
 /// `x Wᵀ + b` as s8×s8 MatMulInteger with per-output-channel weight scales (`scale` folded into W before
 /// quantizing and into b).
 pub(super) fn linear_int8(
@@ -164,13 +183,7 @@ pub(super) fn linear_int8(
     scale: f32,
     rescale: Int8Rescale,
 ) -> String {
-    let (out, inp) = (lin.out_features(), lin.in_features());
-    let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
-    let (q, w_scales) = quant::quantize_rows(&scaled, out, inp);
-    let bias: Vec<f32> = lin.bias.iter().map(|v| v * scale).collect();
-    let w = g.i8s(&format!("{prefix}.weight_s8"), &[inp, out], &transposed(&q, out, inp));
-    let ws = g.f32s(&format!("{prefix}.weight_scale"), &[out], &w_scales);
-    let b = g.f32s(&format!("{prefix}.bias"), &[out], &bias);
+    let Int8Weights { w, ws, b } = int8_weights(g, lin, prefix, scale);
     let acc = g.op("MatMulInteger", &[&x.values, &w], vec![]);
     let acc = g.op("Cast", &[&acc], vec![("to", Attr::Int(DataType::Float as i64))]);
     let y = match rescale {
@@ -193,7 +206,7 @@ pub(super) struct DynamicQuantizedInput {
     zero_point: String,
 }
 
-/// `x Wᵀ + b` in ONNX Runtime's dynamic int8 form ([`QuantScheme::Int8OrtDynamic`]), node for node what its
+/// `x Wᵀ + b` in ONNX Runtime's dynamic int8 form ([`QuantScheme::Int8OrtDynamic`]), the node chain its
 /// `quantize_dynamic(per_channel=True)` writes, so that ORT's graph optimizer recognises the chain and fuses it:
 /// MatMulInteger(x_u8, W_s8, z_x) → Cast → Mul by (s_x · s_W) → Add b. W is symmetric per output channel (`scale`
 /// folded in before quantizing, as in [`linear_int8`]): on the retrained SST-2 model per-channel weights gave 95.52 %
@@ -205,13 +218,7 @@ pub(super) fn linear_int8_dynamic(
     prefix: &str,
     scale: f32,
 ) -> String {
-    let (out, inp) = (lin.out_features(), lin.in_features());
-    let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
-    let (q, w_scales) = quant::quantize_rows(&scaled, out, inp);
-    let bias: Vec<f32> = lin.bias.iter().map(|v| v * scale).collect();
-    let w = g.i8s(&format!("{prefix}.weight_s8"), &[inp, out], &transposed(&q, out, inp));
-    let ws = g.f32s(&format!("{prefix}.weight_scale"), &[out], &w_scales);
-    let b = g.f32s(&format!("{prefix}.bias"), &[out], &bias);
+    let Int8Weights { w, ws, b } = int8_weights(g, lin, prefix, scale);
     let acc = g.op("MatMulInteger", &[&x.values, &w, &x.zero_point], vec![]);
     let acc = g.op("Cast", &[&acc], vec![("to", Attr::Int(DataType::Float as i64))]);
     let s = g.op("Mul", &[&x.scale, &ws], vec![]);
