@@ -78,6 +78,16 @@ fn the_int8_ort_form_answers_alike_on_both_backends() {
     assert_eq!((tract_code, ort_code), (Some(0), Some(0)), "tract: {tract_err}\nort: {ort_err}");
     assert_eq!(tract.len(), SENTENCES.len());
     assert_eq!(ort.len(), SENTENCES.len());
+    // `bench` says which engine produced its numbers.
+    let data = root.path().join("inputs.txt");
+    std::fs::write(&data, SENTENCES.join("\n")).unwrap();
+    let mut cmd = Command::new(cosee_edge());
+    cmd.args(["bench", "--plain", "--backend", "ort", "--json", "-", "--model"]).arg(&package).arg("--data").arg(&data);
+    cmd.arg("--profile-out").arg(root.path().join("profile.json")).env(ORT_DYLIB_ENV, &library);
+    let out = run_with_stdin(&mut cmd, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["backend"].as_str(), report["n"].as_u64()), (Some("onnxruntime"), Some(4)), "{report}");
     // The same u8×s8 arithmetic in both engines (tests/export_ort.rs: stages within 1e-6 of each other).
     for (a, b) in tract.iter().zip(&ort) {
         assert_eq!((&a["label"], &a["exit_layer"]), (&b["label"], &b["exit_layer"]), "{a}\n{b}");

@@ -84,6 +84,7 @@ fn bench_sweep_is_consistent_with_full_depth() {
     let run = bench::run(&engine, 1.0, "pkg", "dev", &ex, &options, &mut |_, _| {}).unwrap();
     let r = &run.result;
     assert_eq!(r.n, 40);
+    assert_eq!(r.backend, "tract", "the report says which engine produced its numbers");
     let sweep = r.sweep.as_ref().unwrap();
     // The package default (0.2) is added to the sweep and reported at the top level.
     assert_eq!(sweep.iter().map(|t| t.point.threshold).collect::<Vec<_>>(), vec![0.0, 0.2, 0.5, 1.0]);

@@ -110,6 +110,14 @@ impl Backend for AnyBackend {
         }
     }
 
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Tract(b) => b.name(),
+            #[cfg(feature = "ort")]
+            Self::Ort(b) => b.name(),
+        }
+    }
+
     fn embed(&self, encoded: &Encoded) -> Result<(AnyHidden, AnyMask), RunError> {
         match self {
             Self::Tract(b) => b.embed(encoded).map(|(h, m)| (AnyHidden::Tract(h), AnyMask::Tract(m))),

@@ -28,6 +28,9 @@ pub trait Backend: Sized + Send + Sync + std::fmt::Debug {
 
     fn num_layers(&self) -> usize;
 
+    /// The engine's name in reports (bench JSON, `GET /v1/model`): which one produced a number matters.
+    fn name(&self) -> &'static str;
+
     /// The embeddings stage on one encoded input: the first hidden states and the layers' mask.
     fn embed(&self, encoded: &Encoded) -> Result<(Self::Hidden, Self::Mask), RunError>;
 
@@ -101,6 +104,10 @@ impl Backend for TractBackend {
 
     fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    fn name(&self) -> &'static str {
+        "tract"
     }
 
     fn embed(&self, encoded: &Encoded) -> Result<(TValue, TValue), RunError> {

@@ -127,6 +127,10 @@ impl Backend for OrtBackend {
         self.layers.len()
     }
 
+    fn name(&self) -> &'static str {
+        "onnxruntime"
+    }
+
     fn embed(&self, encoded: &Encoded) -> Result<(DynValue, Tensor<i64>), RunError> {
         let stage = &self.embeddings;
         let tensor =

@@ -84,6 +84,7 @@ fn endpoints_answer_like_the_library() {
     assert_eq!(model["labels"], json!(["negative", "positive"]));
     assert_eq!(model["num_layers"], 6);
     assert_eq!(model["signal"], "energy");
+    assert_eq!(model["backend"], "tract");
     assert_eq!(model["limits"]["max_text_bytes"], MAX_LINE_BYTES);
     let tau = model["threshold"].as_f64().unwrap() as f32;
     assert_eq!(model["controller"]["threshold"], model["threshold"]);

@@ -118,6 +118,8 @@ pub struct BenchResult {
     pub num_layers: usize,
     pub hidden_size: usize,
     pub quantization: String,
+    /// The engine that ran the stages (`tract`, `onnxruntime`).
+    pub backend: String,
     pub data: String,
     /// Inputs measured (failed inputs excluded).
     pub n: usize,

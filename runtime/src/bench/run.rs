@@ -238,6 +238,7 @@ pub fn run<B: Backend>(
         num_layers: m,
         hidden_size: manifest.hidden_size,
         quantization: format!("{:?}", manifest.quantization.scheme).to_lowercase(),
+        backend: engine.backend().name().to_string(),
         data: data.to_string(),
         n,
         failed,

@@ -18,11 +18,12 @@ pub fn format_table(r: &BenchResult) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "model {} ({}, {} layers, {}), {} inputs from {}{}",
+        "model {} ({}, {} layers, {}, on {}), {} inputs from {}{}",
         r.model,
         r.task,
         r.num_layers,
         r.quantization,
+        r.backend,
         r.n,
         r.data,
         if r.failed.is_empty() { String::new() } else { format!(" ({} failed)", r.failed.len()) }

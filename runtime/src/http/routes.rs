@@ -127,6 +127,7 @@ async fn model(State(state): State<Arc<AppState>>) -> Response {
         "default_threshold": m.default_threshold,
         "calibrated": m.calibration.is_some(),
         "quantization": m.quantization,
+        "backend": crate::Backend::name(state.engine.backend()),
         "threshold": controller.threshold,
         "controller": controller,
         "limits": {
