@@ -74,7 +74,7 @@ fi
 if [ -n "$ort_backend" ]; then
   ORT_DYLIB_PATH="$(ls "$PWD"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n1)"
   export ORT_DYLIB_PATH
-  cargo build --release --workspace --features cosee-runtime/ort --example ort_bench >&2
+  cargo build --release --workspace --all-targets >&2    # ort_bench: the `ort` feature is on by default
   forms=("int8-pkg=$package")
   [ -n "$f32_package" ] && forms+=("f32=$f32_package" "int8-ort=$out/package-int8-ort")
   [ -n "$int8_ort_package" ] && forms+=("int8-ort-export=$int8_ort_package")
