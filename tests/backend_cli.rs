@@ -28,9 +28,7 @@ fn int8_ort_package(root: &Path) -> PathBuf {
     let checkpoint = root.join("checkpoint");
     write_random_checkpoint(&checkpoint, &tiny_config(3, 64, 4, Task::Sst2, ExitSignal::Energy), 5).unwrap();
     let package = root.join("package");
-    let quantize = QuantScheme::Int8OrtDynamic;
-    let options =
-        ExportOptions { quantize, embeddings: ExportOptions::default_embeddings(quantize), ..ExportOptions::default() };
+    let options = ExportOptions::quantized(QuantScheme::Int8OrtDynamic);
     export(&checkpoint, &package, &options).unwrap();
     package
 }

@@ -127,9 +127,7 @@ fn exported_graphs_run_in_onnx_runtime_like_in_tract() {
     // the rows that differ are the int8 rounding-boundary rows described above), and must fuse every linear
     // layer's chain into its int8 kernels, or the form would not be the fast path it exists for.
     let pkg = tmp.path().join("int8-ort");
-    let quantize = QuantScheme::Int8OrtDynamic;
-    let options =
-        ExportOptions { quantize, embeddings: ExportOptions::default_embeddings(quantize), ..ExportOptions::default() };
+    let options = ExportOptions::quantized(QuantScheme::Int8OrtDynamic);
     export(&ckpt, &pkg, &options).unwrap();
     let report = ort_check(&python, &pkg, &tract_cases(&pkg, layers, hidden, vocab), 0.1, 0.05);
     eprintln!(

@@ -60,7 +60,11 @@ impl Default for ExportOptions {
 impl ExportOptions {
     /// The int8 package: int8 linear layers and an f16 word-embedding table.
     pub fn int8() -> Self {
-        let quantize = QuantScheme::Int8PerTokenSymmetric;
+        Self::quantized(QuantScheme::Int8PerTokenSymmetric)
+    }
+
+    /// The package of `quantize`, with that scheme's default word-embedding storage.
+    pub fn quantized(quantize: QuantScheme) -> Self {
         Self { quantize, embeddings: Self::default_embeddings(quantize), ..Self::default() }
     }
 

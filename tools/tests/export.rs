@@ -128,8 +128,7 @@ fn int8_ort_package_matches_its_simulation_and_stays_near_f32() {
     let checkpoint = Checkpoint::open(&ckpt).unwrap();
     let pkg = tmp.path().join("pkg");
     let quantize = QuantScheme::Int8OrtDynamic;
-    let options =
-        ExportOptions { quantize, embeddings: ExportOptions::default_embeddings(quantize), ..ExportOptions::default() };
+    let options = ExportOptions::quantized(quantize);
     let report = export(&ckpt, &pkg, &options).unwrap();
     let q = report.manifest.quantization;
     assert_eq!(q, Quantization { scheme: quantize, embeddings: EmbeddingStorage::F16, numerics: Numerics::Fused });
