@@ -39,12 +39,27 @@ pub fn dequantize(values: &[i8], scale: f32) -> Vec<f32> {
 /// Per-row quantization of a row-major `[rows, cols]` matrix: one scale per row. For a PyTorch linear weight
 /// `[out, in]` a row is an output channel; for the word-embedding table it is one token's vector.
 pub fn quantize_rows(data: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    quantize_rows_within(data, rows, cols, QMAX)
+}
+
+/// The weights' range in ONNX Runtime's u8×s8 form: ±64, 7 bits. Without VNNI, ONNX Runtime's x86 kernels multiply
+/// u8 activations by s8 weights with `vpmaddubsw`, which adds two u8·s8 products into an *i16* and saturates: with
+/// weights up to ±127 a pair reaches 2·255·127 = 64,770, past 32,767. Measured on an AMD EPYC (AVX2, no VNNI): the
+/// logits of a full-range package were up to 0.54 away from the exact result. With |w| ≤ 64 a pair is at most
+/// 2·255·64 = 32,640, so every CPU computes the exact sum (ONNX Runtime documents the same cure as `reduce_range`).
+pub const QMAX_U8_SAFE: f32 = 64.0;
+
+/// [`quantize_rows`] with the largest quantized magnitude `qmax` (≤ 127): q = clip(round(x / s), −qmax, qmax),
+/// s = max|x| / qmax per row.
+pub fn quantize_rows_within(data: &[f32], rows: usize, cols: usize, qmax: f32) -> (Vec<i8>, Vec<f32>) {
     assert_eq!(data.len(), rows * cols, "matrix data does not match its shape");
+    assert!(qmax > 0.0 && qmax <= QMAX, "qmax {qmax} is outside (0, 127]");
     let mut q = Vec::with_capacity(data.len());
     let mut scales = Vec::with_capacity(rows);
     for row in data.chunks_exact(cols.max(1)).take(rows) {
-        let (values, scale) = quantize_symmetric(row);
-        q.extend(values);
+        let abs_max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = abs_max.max(MIN_ABS_MAX) * (1.0 / qmax);
+        q.extend(row.iter().map(|&x| (x / scale).round_ties_even().clamp(-qmax, qmax) as i8));
         scales.push(scale);
     }
     (q, scales)
@@ -70,6 +85,23 @@ pub fn quantize_dynamic_u8(values: &[f32]) -> (Vec<u8>, f32, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seven_bit_weights_keep_every_u8_pair_within_i16() {
+        // Row 0: max 64/16 → s = 1/16, so 4.0 → 64 and −1.03125 → −16.5 → −16 (half to even); row 1 all zero.
+        let (q, s) = quantize_rows_within(&[4.0, -1.03125, 0.5, 0.0, 0.0, 0.0], 2, 3, QMAX_U8_SAFE);
+        assert_eq!((q, s[0]), (vec![64, -16, 8, 0, 0, 0], 1.0 / 16.0));
+        // Whatever the data, |q| ≤ 64, and the worst pair of u8·s8 products an x86 kernel adds in an i16 fits.
+        let data: Vec<f32> = (0..4096).map(|i| ((i * 7919) % 1000) as f32 - 500.0).collect();
+        let (q, _) = quantize_rows_within(&data, 64, 64, QMAX_U8_SAFE);
+        let widest = q.iter().map(|&v| (v as i32).abs()).max().unwrap();
+        assert_eq!(widest, 64);
+        assert!(2 * 255 * widest <= i16::MAX as i32);
+        // With the full ±127 range the same bound fails: why ONNX Runtime's form needs the reduced one.
+        assert!(2 * 255 * 127 > i16::MAX as i32);
+        // At 127 it is `quantize_rows`, bit for bit.
+        assert_eq!(quantize_rows_within(&data, 64, 64, QMAX), quantize_rows(&data, 64, 64));
+    }
 
     /// The three examples of the ONNX operator documentation of `DynamicQuantizeLinear`.
     #[test]

@@ -59,9 +59,9 @@ fn linear(x: &[f32], lin: &Linear, scale: f32, scheme: QuantScheme) -> Vec<f32> 
         }
         QuantScheme::Int8OrtDynamic => {
             // One quantization of the whole input tensor (every row of every batch element), as
-            // `DynamicQuantizeLinear` does; the weight symmetric per tensor.
+            // `DynamicQuantizeLinear` does; the weight symmetric per output channel, in 7 bits.
             let scaled: Vec<f32> = lin.weight.data.iter().map(|v| v * scale).collect();
-            let (wq, ws) = quant::quantize_rows(&scaled, out, inp);
+            let (wq, ws) = quant::quantize_rows_within(&scaled, out, inp, quant::QMAX_U8_SAFE);
             let (xq, xs, zero_point) = quant::quantize_dynamic_u8(x);
             let combined: Vec<f32> = ws.iter().map(|w| xs * w).collect();
             for r in 0..rows {

@@ -67,8 +67,8 @@ pub enum QuantScheme {
     Int8PerTokenSymmetric,
     /// ONNX Runtime's dynamic int8 form, as its `quantize_dynamic(per_channel=True)` writes it: each linear layer's
     /// input quantized per tensor to u8 with a zero point by the standard `DynamicQuantizeLinear`, symmetric s8
-    /// weights per output channel, u8×s8 `MatMulInteger`, then Cast and one Mul by the product of the scales. ONNX
-    /// Runtime fuses
+    /// weights per output channel in 7 bits (±64, ORT's `reduce_range`: its u8×s8 kernels saturate past that on CPUs
+    /// without VNNI), u8×s8 `MatMulInteger`, then Cast and one Mul by the product of the scales. ONNX Runtime fuses
     /// that chain into one kernel (`DynamicQuantizeMatMul`), its fastest int8 path on x86; tract runs it too, but
     /// slower than [`Self::Int8PerTokenSymmetric`] (its `DynamicQuantizeLinear` is a scalar loop).
     #[cfg_attr(
