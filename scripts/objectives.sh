@@ -149,7 +149,11 @@ mapfile -t done_runs < <(find "$task_dir" -mindepth 2 -maxdepth 3 -path '*/eval-
 [ "${#done_runs[@]}" -gt 0 ] || { echo "no evaluated runs under $task_dir yet" >&2; exit 0; }
 slug="${task//-/}"
 mkdir -p docs/results
-"$bin/cosee-trainer" results --runs "${done_runs[@]}" --out "docs/results/$slug-objectives.json" \
+# Runs committed before are kept (their directories may be gone: runs/ is not committed); a run evaluated here
+# replaces its own record.
+keep=()
+[ -f "docs/results/$slug-objectives.json" ] && keep=(--keep "docs/results/$slug-objectives.json")
+"$bin/cosee-trainer" results --runs "${done_runs[@]}" --out "docs/results/$slug-objectives.json" "${keep[@]}" \
   --chart "docs/results/$slug-objectives.png" --title "$task dev: objectives at fixed layer speed-ups" \
   | tee "docs/results/$slug-objectives.md"
 

@@ -250,6 +250,17 @@ pub fn read(path: &Path) -> Result<Vec<RunResult>> {
     Ok(RESULTS_JSON.read(path)?)
 }
 
+/// `kept` (an earlier collection, whose run directories may be gone: `runs/` is not committed) with `fresh` (runs
+/// collected now). A fresh record replaces a kept one of the same run name on the same device; the result is ordered
+/// by run name, then device, as a collection of the directories would be.
+pub fn merge(kept: Vec<RunResult>, fresh: Vec<RunResult>) -> Vec<RunResult> {
+    let key = |r: &RunResult| (r.run.clone(), r.device.clone());
+    let replaced: std::collections::BTreeSet<_> = fresh.iter().map(key).collect();
+    let mut runs: Vec<RunResult> = kept.into_iter().filter(|r| !replaced.contains(&key(r))).chain(fresh).collect();
+    runs.sort_by_key(key);
+    runs
+}
+
 /// A record with made-up numbers, for tests of what reads records (tables, charts).
 #[cfg(test)]
 pub(crate) fn example_run(objective: &str, seed: u64) -> RunResult {
@@ -282,6 +293,25 @@ pub(crate) fn example_run(objective: &str, seed: u64) -> RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_keeps_earlier_records_and_replaces_a_rerun_on_the_same_device() {
+        let record = |run: &str, device: &str, full: f64| RunResult {
+            run: run.into(),
+            device: Some(device.into()),
+            full_depth: full,
+            ..example_run("conventional", 42)
+        };
+        let kept = vec![record("b-s43", "cuda", 0.1), record("a-s42", "cuda", 0.2), record("a-s42", "cpu", 0.3)];
+        let fresh = vec![record("a-s42", "cpu", 0.4), record("c-s44", "cpu", 0.5)];
+        let merged = merge(kept, fresh);
+        let summary: Vec<(&str, &str, f64)> =
+            merged.iter().map(|r| (r.run.as_str(), r.device.as_deref().unwrap(), r.full_depth)).collect();
+        assert_eq!(
+            summary,
+            [("a-s42", "cpu", 0.4), ("a-s42", "cuda", 0.2), ("b-s43", "cuda", 0.1), ("c-s44", "cpu", 0.5)]
+        );
+    }
 
     fn run(objective: &str, seed: u64, two: f64, three: Option<f64>) -> RunResult {
         let mut at = BTreeMap::new();

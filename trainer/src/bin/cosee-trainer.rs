@@ -226,6 +226,10 @@ struct ResultsArgs {
     /// The JSON file to write (a list of runs).
     #[arg(long)]
     out: PathBuf,
+    /// Keep the runs recorded in this results file (an earlier collection, whose run directories may be gone); a
+    /// run directory of the same name, trained on the same device, replaces its record. It may be `--out` itself.
+    #[arg(long)]
+    keep: Option<PathBuf>,
     /// Also draw the comparison chart here (PNG).
     #[arg(long)]
     chart: Option<PathBuf>,
@@ -371,6 +375,10 @@ fn run_results(a: ResultsArgs) -> Result<()> {
             results::RunResult::from_run(dir, &report)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let runs = match &a.keep {
+        Some(kept) => results::merge(results::read(kept)?, runs),
+        None => runs,
+    };
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
