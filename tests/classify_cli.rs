@@ -422,3 +422,40 @@ fn one_engine_shared_by_eight_threads_answers_as_sequential_calls() {
         }
     }
 }
+
+/// tract plans layers 2 and deeper in the background after load (runtime/src/planner.rs). Inputs that reach a layer
+/// while it is being planned, on several threads at once, must get exactly the answers of an engine whose every
+/// stage was planned before the first input, and each stage must be planned once, whoever asks first.
+#[test]
+fn inputs_racing_the_background_planner_answer_as_a_fully_planned_engine() {
+    use cosee_runtime::{Backend, Package, TractBackend};
+    let planned = Engine::load(package()).unwrap();
+    planned.ready().unwrap();
+    // τ 0 on the energy keeps every input to the last layer, where the planner is most likely still at work.
+    let policy = energy(0.0);
+    let expected: Vec<_> = SENTENCES.iter().map(|s| outcome(&planned, s, policy)).collect();
+    assert!(expected.iter().all(|o| matches!(o, Ok(o) if o.1 == planned.num_layers())), "{expected:?}");
+
+    for _ in 0..3 {
+        let fresh = std::sync::Arc::new(Engine::load(package()).unwrap());
+        let answers: Vec<Vec<_>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| SENTENCES.iter().map(|s| outcome(&fresh, s, policy)).collect::<Vec<_>>()))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for answer in answers {
+            assert_eq!(answer, expected);
+        }
+    }
+
+    let backend = TractBackend::load(&Package::open(package()).unwrap()).unwrap();
+    let deepest = backend.num_layers();
+    let plans: Vec<usize> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| std::sync::Arc::as_ptr(backend.layer_plan(deepest).unwrap()) as usize))
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(plans.windows(2).all(|w| w[0] == w[1]), "layer {deepest} was planned more than once: {plans:?}");
+}

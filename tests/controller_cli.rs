@@ -81,7 +81,8 @@ fn bench_sweep_is_consistent_with_full_depth() {
     let engine = Engine::load(package()).unwrap();
     let ex = examples();
     let options = BenchOptions { sweep: Some(vec![0.0, 0.5, 1.0]), warmup: 1, ..BenchOptions::default() };
-    let run = bench::run(&engine, 1.0, "pkg", "dev", &ex, &options, &mut |_, _| {}).unwrap();
+    let cold_start = bench::ColdStart { answers_ms: 1.0, all_stages_ms: 2.0 };
+    let run = bench::run(&engine, cold_start, "pkg", "dev", &ex, &options, &mut |_, _| {}).unwrap();
     let r = &run.result;
     assert_eq!(r.n, 40);
     assert_eq!(r.backend, "tract", "the report says which engine produced its numbers");
@@ -148,6 +149,7 @@ fn bench_json_has_the_documented_keys_and_writes_a_profile() {
         "latency_ms",
         "full_depth_latency_ms",
         "cold_start_ms",
+        "all_stages_ms",
         "peak_rss_mb",
         "exit_histogram",
         "sweep",
@@ -155,6 +157,8 @@ fn bench_json_has_the_documented_keys_and_writes_a_profile() {
     ] {
         assert!(!json[key].is_null(), "missing {key}");
     }
+    let (answers, all_stages) = (json["cold_start_ms"].as_f64().unwrap(), json["all_stages_ms"].as_f64().unwrap());
+    assert!(answers > 0.0 && all_stages >= answers, "cold start {answers} ms, every stage planned at {all_stages} ms");
     for key in ["p50", "p95", "p99", "mean"] {
         assert!(json["latency_ms"][key].as_f64().unwrap() > 0.0);
         assert!(json["full_depth_latency_ms"][key].as_f64().unwrap() > 0.0);

@@ -90,13 +90,13 @@ fn every_int8_form_fuses_its_quantizations_bit_for_bit() {
         let (fused, plain) = (engine(&package, QUANTIZE_ONLY), engine(&package, Fusion::NONE));
         let layers = fused.num_layers();
         // Q, K and V share one quantization of the layer input whether or not they are one matmul.
-        let counts = fused.backend().fused();
+        let counts = fused.backend().fused().unwrap();
         assert_eq!(counts.quantizers, 4 * layers, "{options:?}");
         // Q, K, V, attention output, FFN in and out each end in their own output stage (a fused QKV matmul's
         // output is split before it).
         let rescales = if options.rescale == Int8Rescale::Sequential { 6 * layers } else { 0 };
         assert_eq!(counts.rescales, rescales, "{options:?}");
-        assert_eq!(plain.backend().fused(), Default::default());
+        assert_eq!(plain.backend().fused().unwrap(), Default::default());
         assert_eq!(max_difference(&fused, &plain), 0.0, "{options:?}");
     }
 }
@@ -110,7 +110,7 @@ fn every_fusion_keeps_exits_and_labels_and_portable_packages_bit_for_bit() {
         let (fused, plain) = (engine(&package, Fusion::ALL), engine(&package, Fusion::NONE));
         let portable = options.numerics == Numerics::Portable;
         let expected_softmaxes = if portable { 0 } else { fused.num_layers() };
-        assert_eq!(fused.backend().fused().softmaxes, expected_softmaxes, "{options:?}");
+        assert_eq!(fused.backend().fused().unwrap().softmaxes, expected_softmaxes, "{options:?}");
         let worst = max_difference(&fused, &plain);
         if portable {
             assert_eq!(worst, 0.0, "portable numerics must stay bit for bit");
@@ -129,11 +129,11 @@ fn the_shipped_model_fuses_and_answers_as_before() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/sst2-minilm-l6");
     let plain = engine(&shipped, Fusion::NONE);
     let quantized = engine(&shipped, QUANTIZE_ONLY);
-    assert_eq!(quantized.backend().fused().quantizers, 4 * quantized.num_layers());
-    assert_eq!(quantized.backend().fused().rescales, 6 * quantized.num_layers());
+    assert_eq!(quantized.backend().fused().unwrap().quantizers, 4 * quantized.num_layers());
+    assert_eq!(quantized.backend().fused().unwrap().rescales, 6 * quantized.num_layers());
     assert_eq!(max_difference(&quantized, &plain), 0.0);
     let fused = engine(&shipped, Fusion::ALL);
-    assert_eq!(fused.backend().fused().softmaxes, fused.num_layers());
+    assert_eq!(fused.backend().fused().unwrap().softmaxes, fused.num_layers());
     let worst = max_difference(&fused, &plain);
     assert!(worst <= self_check_tolerance(QuantScheme::Int8PerTokenSymmetric), "max |Δlogit| {worst}");
     println!("shipped model, every fusion against the plain graphs: max |Δlogit| {worst:e}");

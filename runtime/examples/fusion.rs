@@ -73,7 +73,7 @@ fn main() -> Result<()> {
     };
     let (fused, fused_load) = load(Fusion::ALL)?;
     let (plain, plain_load) = load(Fusion::NONE)?;
-    let counts = fused.backend().fused();
+    let counts = fused.backend().fused()?;
     println!(
         "{}: fused {} per-token quantizations, {} int8 output stages, {} softmaxes; load {:.0} ms fused, {:.0} ms plain",
         dir.display(),
@@ -114,7 +114,7 @@ fn main() -> Result<()> {
             let mut columns = Vec::new();
             for engine in [&plain, &fused] {
                 let (hidden, mask) = engine.backend().embed(&engine.encode(&input)?)?;
-                columns.push(profile(engine.backend().layer_plan(1), &hidden, &mask, runs)?);
+                columns.push(profile(engine.backend().layer_plan(1)?, &hidden, &mask, runs)?);
             }
             println!("\nprofile of layer 1, {tokens} tokens: mean ms per run by operator");
             println!("{:<40} {:>9} {:>9}", "operator", "plain", "fused");

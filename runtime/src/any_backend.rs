@@ -118,6 +118,14 @@ impl Backend for AnyBackend {
         }
     }
 
+    fn ready(&self) -> Result<(), RunError> {
+        match self {
+            Self::Tract(b) => b.ready(),
+            #[cfg(feature = "ort")]
+            Self::Ort(b) => b.ready(),
+        }
+    }
+
     fn embed(&self, encoded: &Encoded) -> Result<(AnyHidden, AnyMask), RunError> {
         match self {
             Self::Tract(b) => b.embed(encoded).map(|(h, m)| (AnyHidden::Tract(h), AnyMask::Tract(m))),

@@ -92,6 +92,13 @@ impl<B: Backend> Engine<B> {
         self.backend.num_layers()
     }
 
+    /// Returns once every stage runs without a first-use delay ([`Backend::ready`]): the engine answers as soon as
+    /// it is loaded, while tract still plans the deeper layers in the background; a benchmark calls this before it
+    /// times anything.
+    pub fn ready(&self) -> Result<(), RunError> {
+        self.backend.ready()
+    }
+
     /// The package's signal and default threshold.
     pub fn default_policy(&self) -> ExitPolicy {
         let m = self.manifest();

@@ -22,10 +22,12 @@ pub mod fused;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod lines;
+mod load_phases;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
 pub mod package;
 pub mod parallel;
+mod planner;
 mod stage;
 
 pub use answer::{Answer, Stage, StageTimes};

@@ -3,7 +3,8 @@
 //! graphs themselves are checked (parsed, typed, shapes chained) when an [`crate::Engine`] is built from it.
 
 use crate::error::LoadError;
-use crate::manifest::{self, digest_file, Manifest, MANIFEST_FILE, TOKENIZER_FILE};
+use crate::load_phases::LoadPhases;
+use crate::manifest::{self, digest_file, FileDigest, Manifest, MANIFEST_FILE, TOKENIZER_FILE};
 use crate::tokenize::TextTokenizer;
 use std::path::{Path, PathBuf};
 
@@ -18,12 +19,25 @@ pub struct Package {
 impl Package {
     /// Reads and validates the package in `dir`. Each fault is its own [`LoadError`] variant naming the file.
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
+        let mut phases = LoadPhases::start();
         let manifest = Manifest::read(dir)?;
         check_manifest(dir, &manifest)?;
-        verify_files(dir, &manifest)?;
-        let tokenizer_path = dir.join(TOKENIZER_FILE);
-        let tokenizer = TextTokenizer::from_file(&tokenizer_path, manifest.max_seq_len, manifest.task.is_pair())
-            .map_err(|message| LoadError::Tokenizer { path: tokenizer_path.display().to_string(), message })?;
+        phases.mark("manifest");
+        check_listing(dir, &manifest)?;
+        // Parsing tokenizer.json takes about 30 ms, as long as hashing everything else: it is checked and parsed on
+        // a thread of its own while the other files are hashed on every core. A digest fault elsewhere is still
+        // reported before anything about the tokenizer, as when the tokenizer was only read after every check.
+        let (digests, tokenizer) = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| open_tokenizer(dir, &manifest));
+            let others: Vec<_> = manifest.files.iter().filter(|(file, _)| *file != TOKENIZER_FILE).collect();
+            let digests =
+                crate::parallel::map_in_order(&others, None, |(file, digest)| check_digest(dir, file, digest));
+            (digests, tokenizer.join())
+        });
+        digests.into_iter().collect::<Result<(), _>>()?;
+        let tokenizer = tokenizer.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        phases.mark("digests and tokenizer");
+        log::debug!("opened {}: {phases}", dir.display());
         Ok(Self { dir: dir.to_path_buf(), manifest, tokenizer })
     }
 
@@ -102,9 +116,9 @@ fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Presence, listing, size and sha256 of every file. Sizes are compared for all files before any is hashed, so that
-/// a truncated file is reported as such, cheaply, and before a checksum error elsewhere.
-fn verify_files(dir: &Path, m: &Manifest) -> Result<(), LoadError> {
+/// Presence, listing and size of every file, compared for all files before any is hashed, so that a truncated
+/// file is reported as such, cheaply, and before a checksum error elsewhere.
+fn check_listing(dir: &Path, m: &Manifest) -> Result<(), LoadError> {
     let mut required: Vec<(String, String)> = vec![(TOKENIZER_FILE.to_string(), "tokenizer".to_string())];
     required.extend(m.stage_files().into_iter().map(|f| {
         let what = if f == manifest::EMBEDDINGS_FILE { "the embeddings stage" } else { "a layer or exit stage" };
@@ -132,28 +146,37 @@ fn verify_files(dir: &Path, m: &Manifest) -> Result<(), LoadError> {
             return Err(LoadError::SizeMismatch { path: display, expected: digest.bytes, found: meta.len() });
         }
     }
-    // The digests on every core (38 MB for the shipped package), the first mismatch in file order reported.
-    let listed: Vec<_> = m.files.iter().collect();
-    let checked = crate::parallel::map_in_order(&listed, None, |(file, digest)| {
-        let path = dir.join(file);
-        let display = path.display().to_string();
-        let found = digest_file(&path).map_err(|source| LoadError::Io { path: display.clone(), source })?;
-        if !found.sha256.eq_ignore_ascii_case(&digest.sha256) {
-            return Err(LoadError::ChecksumMismatch {
-                path: display,
-                expected: digest.sha256.clone(),
-                found: found.sha256,
-            });
-        }
-        Ok(())
-    });
-    checked.into_iter().collect()
+    Ok(())
+}
+
+/// One listed file's sha256 against the manifest's.
+fn check_digest(dir: &Path, file: &str, digest: &FileDigest) -> Result<(), LoadError> {
+    let path = dir.join(file);
+    let display = path.display().to_string();
+    let found = digest_file(&path).map_err(|source| LoadError::Io { path: display.clone(), source })?;
+    if !found.sha256.eq_ignore_ascii_case(&digest.sha256) {
+        return Err(LoadError::ChecksumMismatch {
+            path: display,
+            expected: digest.sha256.clone(),
+            found: found.sha256,
+        });
+    }
+    Ok(())
+}
+
+/// `tokenizer.json`, its digest checked first, configured for the package's length and task.
+fn open_tokenizer(dir: &Path, m: &Manifest) -> Result<TextTokenizer, LoadError> {
+    let path = dir.join(TOKENIZER_FILE);
+    let listed = m.files.get(TOKENIZER_FILE).ok_or_else(|| LoadError::Unlisted { path: path.display().to_string() })?;
+    check_digest(dir, TOKENIZER_FILE, listed)?;
+    TextTokenizer::from_file(&path, m.max_seq_len, m.task.is_pair())
+        .map_err(|message| LoadError::Tokenizer { path: path.display().to_string(), message })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{EmbeddingStorage, FileDigest, Numerics, QuantScheme, Quantization, FORMAT_VERSION};
+    use crate::manifest::{EmbeddingStorage, Numerics, QuantScheme, Quantization, FORMAT_VERSION};
     use crate::{ExitSignal, Task};
     use std::collections::BTreeMap;
 

@@ -4,6 +4,7 @@
 
 use crate::error::LoadError;
 use crate::fused::{self, Fusion};
+use crate::load_phases::LoadPhases;
 use crate::manifest::io_names;
 use std::path::Path;
 use tract_onnx::model::ParseResult;
@@ -58,23 +59,28 @@ pub(crate) struct StagePlan {
     order: TVec<usize>,
 }
 
-impl StagePlan {
-    /// Loads, types and optimizes a stage graph. tract's ONNX reader trusts parts of the file: on some damage it
-    /// panics instead of failing (a raw tensor of a data type it cannot hold is `unimplemented!`, found by
+/// A stage graph read, typed and checked against the manifest: everything that can refuse a damaged file happens
+/// here. Planning it ([`StageGraph::plan`]: tract's optimizer, our rewrites, kernel choice) is the costlier half, and
+/// can wait until the stage is first needed (see [`crate::backend::TractBackend`]).
+#[derive(Debug)]
+pub(crate) struct StageGraph {
+    file: String,
+    display: String,
+    model: TypedModel,
+    order: TVec<usize>,
+}
+
+impl StageGraph {
+    /// Reads and types a stage graph. tract's ONNX reader trusts parts of the file: on some damage it panics
+    /// instead of failing (a raw tensor of a data type it cannot hold is `unimplemented!`, found by
     /// tests/fuzz/package.rs). A package is outside data, so such a panic is caught here and the file refused like
     /// any other unusable graph.
-    pub fn load(path: &Path, kind: StageKind, shapes: Shapes, fusion: Fusion) -> Result<Self, LoadError> {
-        cosee_format::guard::catch_panic(|| Self::load_unguarded(path, kind, shapes, fusion)).unwrap_or_else(
-            |message| {
-                Err(LoadError::InvalidGraph {
-                    path: path.display().to_string(),
-                    message: format!("tract panicked while reading it ({message})"),
-                })
-            },
-        )
+    pub fn read(path: &Path, kind: StageKind, shapes: Shapes) -> Result<Self, LoadError> {
+        cosee_format::guard::catch_panic(|| Self::read_unguarded(path, kind, shapes))
+            .unwrap_or_else(|message| Err(panicked(&path.display().to_string(), "reading", message)))
     }
 
-    fn load_unguarded(path: &Path, kind: StageKind, shapes: Shapes, fusion: Fusion) -> Result<Self, LoadError> {
+    fn read_unguarded(path: &Path, kind: StageKind, shapes: Shapes) -> Result<Self, LoadError> {
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let display = path.display().to_string();
         let invalid = |e: TractError| LoadError::InvalidGraph { path: display.clone(), message: format!("{e:#}") };
@@ -90,6 +96,7 @@ impl StagePlan {
         // What `model_for_path` does, with the check above between reading the protobuf and translating it.
         let ParseResult { mut model, unresolved_inputs, .. } =
             onnx.parse(&proto, path.parent().and_then(Path::to_str)).map_err(invalid)?;
+        drop(proto);
         if !unresolved_inputs.is_empty() {
             return Err(LoadError::InvalidGraph {
                 path: display,
@@ -135,7 +142,7 @@ impl StagePlan {
         };
         model.select_output_outlets(&[outputs[at]]).map_err(invalid)?;
 
-        let mut typed = model.into_typed().map_err(invalid)?;
+        let typed = model.into_typed().map_err(invalid)?;
         phases.mark("type");
         let expected: TVec<TDim> = match kind {
             StageKind::Exit => tvec![1.to_dim(), shapes.labels.to_dim()],
@@ -150,6 +157,27 @@ impl StagePlan {
                 found: format!("{:?} {}", out.datum_type, shape_string(out.shape.dims())),
             });
         }
+        log::debug!("read {file}: {phases}");
+        Ok(Self { file, display, model: typed, order })
+    }
+
+    /// The file the graph came from (`layer_03.onnx`), for messages.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Optimizes the graph with the load-time rewrites `fusion` asks for and makes it runnable. Guarded like
+    /// [`StageGraph::read`]: a graph that typed can still make tract's optimizer fail or panic.
+    pub fn plan(self, fusion: Fusion) -> Result<StagePlan, LoadError> {
+        let display = self.display.clone();
+        cosee_format::guard::catch_panic(move || self.plan_unguarded(fusion))
+            .unwrap_or_else(|message| Err(panicked(&display, "planning", message)))
+    }
+
+    fn plan_unguarded(self, fusion: Fusion) -> Result<StagePlan, LoadError> {
+        let Self { file, display, model: mut typed, order } = self;
+        let invalid = |e: TractError| LoadError::InvalidGraph { path: display.clone(), message: format!("{e:#}") };
+        let mut phases = LoadPhases::start();
         // tract's own optimization in its two halves, our rewrites between them: they match the decluttered
         // operators (`x / s` is `x · Recip(s)` by then) and must run before codegen picks kernels.
         typed.declutter().map_err(invalid)?;
@@ -160,10 +188,16 @@ impl StagePlan {
         phases.mark("codegen");
         let plan = typed.into_runnable().map_err(invalid)?;
         phases.mark("plan");
-        log::debug!("loaded {file}: {phases}");
-        Ok(Self { file, fused, plan, order })
+        log::debug!("planned {file}: {phases}");
+        Ok(StagePlan { file, fused, plan, order })
     }
+}
 
+fn panicked(path: &str, doing: &str, message: String) -> LoadError {
+    LoadError::InvalidGraph { path: path.to_string(), message: format!("tract panicked while {doing} it ({message})") }
+}
+
+impl StagePlan {
     /// The optimized plan (for profiling tools; inputs in the graph's own order).
     pub fn plan(&self) -> &Arc<TypedSimplePlan> {
         &self.plan
@@ -209,35 +243,6 @@ fn check_axis_attributes(graph: &GraphProto) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Milliseconds spent in each phase of loading one stage, for the debug log.
-struct LoadPhases {
-    last: std::time::Instant,
-    done: Vec<(&'static str, f64)>,
-}
-
-impl LoadPhases {
-    fn start() -> Self {
-        Self { last: std::time::Instant::now(), done: Vec::new() }
-    }
-
-    fn mark(&mut self, phase: &'static str) {
-        let now = std::time::Instant::now();
-        self.done.push((phase, (now - self.last).as_secs_f64() * 1e3));
-        self.last = now;
-    }
-}
-
-impl std::fmt::Display for LoadPhases {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let total: f64 = self.done.iter().map(|(_, ms)| ms).sum();
-        write!(f, "{total:.1} ms")?;
-        for (phase, ms) in &self.done {
-            write!(f, ", {phase} {ms:.1}")?;
-        }
-        Ok(())
-    }
 }
 
 fn missing(path: &str, kind: &'static str, name: String, found: &[String]) -> LoadError {

@@ -16,7 +16,7 @@ mod table;
 
 pub use inputs::read_inputs;
 pub use result::*;
-pub use run::{load_timed, peak_rss_mb, run, BenchOptions};
+pub use run::{load_timed, peak_rss_mb, run, BenchOptions, ColdStart};
 pub use table::{format_table, to_json};
 
 use crate::error::LoadError;

@@ -132,8 +132,12 @@ pub struct BenchResult {
     /// Accuracy of the last exit (every layer), over the labelled inputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full_depth_accuracy: Option<f64>,
-    /// Package load: validation, ONNX parse and plan optimization of every stage.
+    /// Package load until the engine answers: files checked, every stage read and checked, the stages every input
+    /// needs (embeddings, layer 1, exit 1) planned.
     pub cold_start_ms: f64,
+    /// Package load until every stage is planned (tract plans the deeper layers in the background); nothing is
+    /// timed before then.
+    pub all_stages_ms: f64,
     /// Peak resident set size of the process (Linux VmHWM), megabytes.
     pub peak_rss_mb: Option<f64>,
     pub tokens: TokenStats,

@@ -68,7 +68,7 @@ pub fn progress_bar(total: usize, what: &str) -> ProgressBar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (engine, cold_start_ms) = bench::load_timed(&args.model, args.backend.backend)
+    let (engine, cold_start) = bench::load_timed(&args.model, args.backend.backend)
         .with_context(|| format!("cannot load {}", args.model.display()))?;
     let manifest = engine.manifest();
     let signal = args.signal.unwrap_or(manifest.signal.name);
@@ -107,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bar = progress_bar(total, "bench");
     let run = bench::run(
         &engine,
-        cold_start_ms,
+        cold_start,
         &args.model.display().to_string(),
         &args.data.display().to_string(),
         &examples,

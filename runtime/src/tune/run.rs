@@ -97,7 +97,7 @@ pub fn run(
     options: &TuneOptions,
     events: &mut dyn FnMut(TuneEvent<'_>),
 ) -> Result<TuneReport, TuneError> {
-    let (engine, cold_start_ms) = bench::load_timed(model, options.backend)
+    let (engine, cold_start) = bench::load_timed(model, options.backend)
         .map_err(|source| TuneError::Load { path: model.display().to_string(), source })?;
     let manifest = engine.manifest().clone();
     let calibration = manifest.calibration.clone().ok_or(TuneError::NoCalibration)?;
@@ -112,7 +112,7 @@ pub fn run(
     };
     let measure_on = Measure {
         engine: &engine,
-        cold_start_ms,
+        cold_start,
         model: model.display().to_string(),
         data: options.data.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
     };
@@ -182,7 +182,7 @@ pub fn run(
 /// The loaded package and the names bench records, for each measurement on the data.
 struct Measure<'a> {
     engine: &'a Engine,
-    cold_start_ms: f64,
+    cold_start: bench::ColdStart,
     model: String,
     data: String,
 }
@@ -194,7 +194,7 @@ impl Measure<'_> {
         options: &BenchOptions,
         events: &mut dyn FnMut(TuneEvent<'_>),
     ) -> Result<bench::BenchRun, bench::BenchError> {
-        bench::run(self.engine, self.cold_start_ms, &self.model, &self.data, examples, options, &mut |done, _| {
+        bench::run(self.engine, self.cold_start, &self.model, &self.data, examples, options, &mut |done, _| {
             events(TuneEvent::Progress { done })
         })
     }
