@@ -85,6 +85,7 @@ impl TractBackend {
     /// start, so it stays alone. A fault is reported for the first faulty stage in package order, as a sequential
     /// load would.
     pub fn load_with(package: &Package, fusion: Fusion) -> Result<Self, LoadError> {
+        crate::x86_kernels::steer_tract_kernels();
         let m = package.manifest();
         let shapes = Shapes { hidden: m.hidden_size, labels: m.label_names.len() };
         let read = |file: &str, kind| {

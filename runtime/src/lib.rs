@@ -29,6 +29,7 @@ pub mod package;
 pub mod parallel;
 mod planner;
 mod stage;
+pub mod x86_kernels;
 
 pub use answer::{Answer, Stage, StageTimes};
 pub use any_backend::{AnyBackend, BackendKind};

@@ -26,6 +26,8 @@ pub struct StagePlans {
 
 /// Loads one ONNX file into an optimized, runnable tract plan with its symbolic dims kept.
 pub fn load_plan(path: &Path) -> Result<Arc<TypedRunnableModel>, CheckError> {
+    // The runtime's kernel choice, so that the exporter checks what the runtime will run.
+    cosee_runtime::x86_kernels::steer_tract_kernels();
     let err = |e: TractError| CheckError::Load { path: path.display().to_string(), message: format!("{e:#}") };
     tract_onnx::onnx().model_for_path(path).map_err(err)?.into_optimized().map_err(err)?.into_runnable().map_err(err)
 }
