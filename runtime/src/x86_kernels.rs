@@ -96,39 +96,30 @@ pub fn measure() -> Option<Penalty> {
 /// `movq` or VEX `vmovq`), widened and accumulated in 256 bits.
 #[cfg(target_arch = "x86_64")]
 unsafe fn probe_loop(data: *const u8, iterations: u64, legacy: bool) {
-    use std::arch::asm;
+    // One loop, written once; only its load instruction differs (asm! templates must be literals).
+    macro_rules! probe {
+        ($load:literal) => {
+            std::arch::asm!(
+                "vpcmpeqd ymm9, ymm9, ymm9",
+                "2:",
+                $load,
+                "vpmovsxbw ymm8, xmm8",
+                "vpaddw ymm9, ymm9, ymm8",
+                "dec rcx",
+                "jnz 2b",
+                "vzeroupper",
+                data = in(reg) data,
+                inout("rcx") iterations => _,
+                // vzeroupper clears the upper half of every vector register: all of them are declared clobbered.
+                clobber_abi("C"),
+                options(nostack, readonly),
+            )
+        };
+    }
     if legacy {
-        asm!(
-            "vpcmpeqd ymm9, ymm9, ymm9",
-            "2:",
-            "movq xmm8, qword ptr [{data}]",
-            "vpmovsxbw ymm8, xmm8",
-            "vpaddw ymm9, ymm9, ymm8",
-            "dec rcx",
-            "jnz 2b",
-            "vzeroupper",
-            data = in(reg) data,
-            inout("rcx") iterations => _,
-            // vzeroupper clears the upper half of every vector register: all of them are declared clobbered.
-            clobber_abi("C"),
-            options(nostack, readonly),
-        );
+        probe!("movq xmm8, qword ptr [{data}]");
     } else {
-        asm!(
-            "vpcmpeqd ymm9, ymm9, ymm9",
-            "2:",
-            "vmovq xmm8, qword ptr [{data}]",
-            "vpmovsxbw ymm8, xmm8",
-            "vpaddw ymm9, ymm9, ymm8",
-            "dec rcx",
-            "jnz 2b",
-            "vzeroupper",
-            data = in(reg) data,
-            inout("rcx") iterations => _,
-            // vzeroupper clears the upper half of every vector register: all of them are declared clobbered.
-            clobber_abi("C"),
-            options(nostack, readonly),
-        );
+        probe!("vmovq xmm8, qword ptr [{data}]");
     }
 }
 
