@@ -6,7 +6,9 @@ inputs, twice each:
   * full depth (a threshold no exit can meet): every layer's exit signal and the last exit's probabilities;
   * early exit at a threshold τ placed in the widest gap between the native run's signals (so the exit layers spread
     over the model, and no input sits next to τ where a rounding difference could legitimately move it).
-Labels and exit layers must be identical everywhere. Probabilities and signals (max |Δ| over every input, both runs):
+Labels and exit layers must be identical everywhere, except a label flipped between two classes tied within the
+run's own measured difference (≤ the limit below; printed, not failed: a random model's 0.492 / 0.508 on one CPU and
+0.506 / 0.494 on the other under the fused numerics' documented jumps). Probabilities and signals (max |Δ| over every input, both runs):
   * x86 vs aarch64, f32 package: within 1e-4.
   * x86 vs aarch64, int8 package with portable numerics (`cosee-tools export --numerics portable`): within 1e-3.
     Its LayerNorm, softmax and GELU are built from operations tract computes bit for bit alike on both, so every
@@ -95,14 +97,29 @@ def spread_threshold(signal, full_depth, num_layers):
     return (values[best] + values[best + 1]) / 2, (values[best + 1] - values[best]) / 2
 
 
-def compare(reference, candidate):
-    """Label and exit-layer agreement and per-input largest differences of one run against another."""
+def flipped_at_a_tie(r, c, limit):
+    """Whether two answers that differ only in their label sit so close to a tie between the top two classes that
+    their own probability difference, itself within `limit`, explains the flip (a random model's 0.49 / 0.51). The
+    label of an input at a tie is not something two CPUs can be held to beyond the numerics' tolerance."""
+    if r["exit_layer"] != c["exit_layer"]:
+        return False
+    d_probs = max(abs(a - b) for a, b in zip(r["probs"], c["probs"]))
+    gap = lambda probs: sorted(probs)[-1] - sorted(probs)[-2]
+    return d_probs <= limit and max(gap(r["probs"]), gap(c["probs"])) <= 2 * d_probs
+
+
+def compare(reference, candidate, limit):
+    """Label and exit-layer agreement and per-input largest differences of one run against another. A label flip
+    at a tie that the run's own differences explain (`flipped_at_a_tie`) is counted apart, not as a mismatch."""
     same_label = sum(r["label"] == c["label"] for r, c in zip(reference, candidate))
     same_exit = sum(r["exit_layer"] == c["exit_layer"] for r, c in zip(reference, candidate))
     deltas = []  # per input: (max |Δ probs|, max |Δ signals|)
     mismatches = []
+    tie_flips = []
     for i, (r, c) in enumerate(zip(reference, candidate)):
-        if r["label"] != c["label"] or r["exit_layer"] != c["exit_layer"]:
+        if r["label"] != c["label"] and flipped_at_a_tie(r, c, limit):
+            tie_flips.append(f"input {i + 1}: {r['label']} {r['probs']} / {c['label']} {c['probs']}")
+        elif r["label"] != c["label"] or r["exit_layer"] != c["exit_layer"]:
             mismatches.append(
                 f"input {i + 1}: {r['label']}@{r['exit_layer']} {r['probs']} {r['signals']}"
                 f" / {c['label']}@{c['exit_layer']} {c['probs']} {c['signals']}"
@@ -116,7 +133,7 @@ def compare(reference, candidate):
             elif a is not None:
                 d_signals = max(d_signals, abs(a - b))
         deltas.append((d_probs, d_signals))
-    return same_label, same_exit, deltas, mismatches
+    return same_label, same_exit, deltas, mismatches, tie_flips
 
 
 class Tally:
@@ -126,9 +143,11 @@ class Tally:
         self.same_label = self.same_exit = None
         self.per_input = []  # max |Δ| per input and run
         self.mismatches = []
+        self.tie_flips = []
 
     def add(self, result):
-        same_label, same_exit, deltas, mismatches = result
+        same_label, same_exit, deltas, mismatches, tie_flips = result
+        self.tie_flips += tie_flips
         self.same_label = same_label if self.same_label is None else min(self.same_label, same_label)
         self.same_exit = same_exit if self.same_exit is None else min(self.same_exit, same_exit)
         self.per_input.append([max(d) for d in deltas])
@@ -198,12 +217,12 @@ def main():
             answers, elapsed = classify(arm, env, args.package, tau_run, inputs)
             seconds += elapsed
             runs.append(answers)
-            vs_x86.add(compare(reference, answers))
+            vs_x86.add(compare(reference, answers, limit))
         if first_arm is None:
             first_arm = (label, runs)
         else:
             for reference, answers in zip(first_arm[1], runs):
-                vs_arm.add(compare(reference, answers))
+                vs_arm.add(compare(reference, answers, ARM_TOLERANCE))
         x86_ok = not vs_x86.mismatches and vs_x86.max_delta() <= limit
         arm_ok = not vs_arm.mismatches and vs_arm.max_delta() <= ARM_TOLERANCE
         failed |= not (x86_ok and arm_ok)
@@ -215,6 +234,8 @@ def main():
         )
         for m in vs_x86.mismatches[:10]:
             print(f"       {m}")
+        for m in vs_x86.tie_flips[:10]:
+            print(f"       label flipped at a tie, within the limit (not a mismatch): {m}")
         if vs_arm.per_input:
             print(
                 f"  {'ok  ' if arm_ok else 'FAIL'} {label:<20} vs {first_arm[0]}: labels {vs_arm.same_label}/{n}  "
