@@ -155,16 +155,14 @@ impl Backend for TractBackend {
     }
 
     fn embed(&self, encoded: &Encoded) -> Result<(TValue, TValue), RunError> {
+        let embeddings = self.stages.embeddings.get()?;
         let shape = [1, encoded.len()];
         let tensor = |values: &[i64]| -> Result<TValue, RunError> {
-            Tensor::from_shape(&shape, values)
-                .map(IntoTValue::into_tvalue)
-                .map_err(|e| RunError::Stage { stage: manifest::EMBEDDINGS_FILE.into(), message: format!("{e:#}") })
+            Tensor::from_shape(&shape, values).map(IntoTValue::into_tvalue).map_err(|e| stage_error(embeddings, e))
         };
         let ids = tensor(&encoded.input_ids)?;
         let types = tensor(&encoded.token_type_ids)?;
         let mask = tensor(&encoded.attention_mask)?;
-        let embeddings = self.stages.embeddings.get()?;
         let hidden = embeddings.run(&[&ids, &types, &mask]).map_err(|e| stage_error(embeddings, e))?;
         Ok((hidden, mask))
     }

@@ -17,19 +17,33 @@ pub const INV_QMAX: f32 = 1.0 / QMAX;
 
 /// The scale of a group of values: max(max|x|, MIN_ABS_MAX) · (1/127).
 pub fn symmetric_scale(values: &[f32]) -> f32 {
+    scale_within(values, QMAX)
+}
+
+/// max(max|x|, MIN_ABS_MAX) · (1/qmax); at `QMAX` the factor is [`INV_QMAX`] exactly (both are f32 1/127).
+fn scale_within(values: &[f32], qmax: f32) -> f32 {
     let abs_max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    abs_max.max(MIN_ABS_MAX) * INV_QMAX
+    abs_max.max(MIN_ABS_MAX) * (1.0 / qmax)
 }
 
 /// clip(round_half_even(x / scale), −127, 127).
 pub fn quantize_value(x: f32, scale: f32) -> i8 {
-    (x / scale).round_ties_even().clamp(-QMAX, QMAX) as i8
+    quantize_value_within(x, scale, QMAX)
+}
+
+fn quantize_value_within(x: f32, scale: f32, qmax: f32) -> i8 {
+    (x / scale).round_ties_even().clamp(-qmax, qmax) as i8
 }
 
 /// Quantizes a group with its own symmetric scale; returns (values, scale).
 pub fn quantize_symmetric(values: &[f32]) -> (Vec<i8>, f32) {
-    let scale = symmetric_scale(values);
-    (values.iter().map(|&x| quantize_value(x, scale)).collect(), scale)
+    quantize_symmetric_within(values, QMAX)
+}
+
+/// [`quantize_symmetric`] with the largest quantized magnitude `qmax` (≤ 127).
+fn quantize_symmetric_within(values: &[f32], qmax: f32) -> (Vec<i8>, f32) {
+    let scale = scale_within(values, qmax);
+    (values.iter().map(|&x| quantize_value_within(x, scale, qmax)).collect(), scale)
 }
 
 pub fn dequantize(values: &[i8], scale: f32) -> Vec<f32> {
@@ -57,9 +71,8 @@ pub fn quantize_rows_within(data: &[f32], rows: usize, cols: usize, qmax: f32) -
     let mut q = Vec::with_capacity(data.len());
     let mut scales = Vec::with_capacity(rows);
     for row in data.chunks_exact(cols.max(1)).take(rows) {
-        let abs_max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = abs_max.max(MIN_ABS_MAX) * (1.0 / qmax);
-        q.extend(row.iter().map(|&x| (x / scale).round_ties_even().clamp(-qmax, qmax) as i8));
+        let (values, scale) = quantize_symmetric_within(row, qmax);
+        q.extend(values);
         scales.push(scale);
     }
     (q, scales)
