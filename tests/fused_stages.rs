@@ -4,9 +4,12 @@
 //!   input, the attention output, the FFN input and the GELU output), and the default (`Sequential`) rescale form
 //!   its int8 output stages too (one per linear layer); with those exact fusions alone the plans give the same
 //!   logits, bit for bit, at every exit.
-//! * The softmax fusion replaces the attention softmax of fused-numerics packages (one per layer) and moves logits
-//!   only in their last bits: exit layers and labels stay those of the plain graphs. Portable-numerics packages
-//!   have no softmax operator, so with every fusion they still answer bit for bit — and so do x86 and aarch64.
+//! * The softmax fusion replaces the attention softmax of fused-numerics packages (one per layer), the GELU fusion
+//!   folds the FFN's GELU into the int8 output stage before it (one per layer, default rescale form), and the
+//!   layer-norm fusion replaces every layer norm with the residual add before it (two per layer, one in the
+//!   embeddings); they move logits only in their last bits: exit layers and labels stay those of the plain graphs.
+//!   Portable-numerics packages have no softmax, erf or layer-norm operator, so with every fusion they still answer
+//!   bit for bit — and so do x86 and aarch64.
 
 use cosee_runtime::fused::Fusion;
 use cosee_runtime::manifest::{Numerics, QuantScheme};
@@ -17,7 +20,7 @@ use cosee_tools::testing::tiny_config;
 use cosee_tools::write_random_checkpoint;
 use std::path::{Path, PathBuf};
 
-const QUANTIZE_ONLY: Fusion = Fusion { quantize: true, softmax: false };
+const QUANTIZE_ONLY: Fusion = Fusion::EXACT;
 
 /// Lines of real SST-2 dev sentences (committed), plus inputs of odd shapes: one token, and a long text that is
 /// truncated to the package's maximum length.
@@ -109,8 +112,13 @@ fn every_fusion_keeps_exits_and_labels_and_portable_packages_bit_for_bit() {
         let package = exported(root.path(), &options);
         let (fused, plain) = (engine(&package, Fusion::ALL), engine(&package, Fusion::NONE));
         let portable = options.numerics == Numerics::Portable;
-        let expected_softmaxes = if portable { 0 } else { fused.num_layers() };
-        assert_eq!(fused.backend().fused().unwrap().softmaxes, expected_softmaxes, "{options:?}");
+        let layers = fused.num_layers();
+        let counts = fused.backend().fused().unwrap();
+        assert_eq!(counts.softmaxes, if portable { 0 } else { layers }, "{options:?}");
+        assert_eq!(counts.layer_norms, if portable { 0 } else { 2 * layers + 1 }, "{options:?}");
+        let folds_gelu =
+            !portable && options.quantize != QuantScheme::None && options.rescale == Int8Rescale::Sequential;
+        assert_eq!(counts.gelus, if folds_gelu { layers } else { 0 }, "{options:?}");
         let worst = max_difference(&fused, &plain);
         if portable {
             assert_eq!(worst, 0.0, "portable numerics must stay bit for bit");
@@ -133,7 +141,10 @@ fn the_shipped_model_fuses_and_answers_as_before() {
     assert_eq!(quantized.backend().fused().unwrap().rescales, 6 * quantized.num_layers());
     assert_eq!(max_difference(&quantized, &plain), 0.0);
     let fused = engine(&shipped, Fusion::ALL);
-    assert_eq!(fused.backend().fused().unwrap().softmaxes, fused.num_layers());
+    let counts = fused.backend().fused().unwrap();
+    assert_eq!(counts.softmaxes, fused.num_layers());
+    assert_eq!(counts.gelus, fused.num_layers());
+    assert_eq!(counts.layer_norms, 2 * fused.num_layers() + 1);
     let worst = max_difference(&fused, &plain);
     assert!(worst <= self_check_tolerance(QuantScheme::Int8PerTokenSymmetric), "max |Δlogit| {worst}");
     println!("shipped model, every fusion against the plain graphs: max |Δlogit| {worst:e}");

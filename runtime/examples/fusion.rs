@@ -1,7 +1,11 @@
 //! What the load-time operator fusion (`src/fused/`) buys: the same package loaded with and without it, timed side
 //! by side, interleaved, one thread, batch 1.
 //!
-//! `cargo run --release -p cosee-runtime --example fusion -- PACKAGE_DIR [--data TSV] [--runs N]`
+//! `cargo run --release -p cosee-runtime --example fusion -- PACKAGE_DIR [--data TSV] [--runs N] [--baseline LIST] [--fused LIST]`
+//!
+//! The "plain" engine has no fusion, or those of `--baseline` (a comma list of quantize, softmax, gelu,
+//! layer-norm: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add); the "fused" one
+//! has them all, or those of `--fused`.
 //!
 //! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating.
 //! 2. Whole inputs (the lines of `--data`, SST-2 dev format; default the committed tests/data/sst2-dev-40.tsv):
@@ -49,19 +53,40 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
+/// `quantize,softmax` → those fusions on, the others off.
+fn parse_fusions(list: &str) -> Result<Fusion> {
+    let mut fusion = Fusion::NONE;
+    for name in list.split(',').filter(|n| !n.is_empty()) {
+        match name {
+            "quantize" => fusion.quantize = true,
+            "softmax" => fusion.softmax = true,
+            "gelu" => fusion.gelu = true,
+            "layer-norm" => fusion.layer_norm = true,
+            other => bail!("unknown fusion {other:?} (quantize, softmax, gelu, layer-norm)"),
+        }
+    }
+    Ok(fusion)
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut package_dir = None;
     let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/sst2-dev-40.tsv"));
     let mut runs = 200usize;
     let mut with_profile = false;
+    let mut baseline = Fusion::NONE;
+    let mut candidate = Fusion::ALL;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--profile" => with_profile = true,
+            "--baseline" => baseline = parse_fusions(&args.next().context("--baseline needs a list")?)?,
+            "--fused" => candidate = parse_fusions(&args.next().context("--fused needs a list")?)?,
             "--data" => data = args.next().context("--data needs a file")?.into(),
             "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
             _ if package_dir.is_none() => package_dir = Some(PathBuf::from(a)),
-            _ => bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile]"),
+            _ => {
+                bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile] [--baseline LIST] [--fused LIST]")
+            }
         }
     }
     let dir = package_dir.context("usage: fusion PACKAGE_DIR [--data TSV] [--runs N]")?;
@@ -71,15 +96,18 @@ fn main() -> Result<()> {
         let backend = TractBackend::load_with(&package, fusion)?;
         Ok((Engine::from_parts(package, backend), start.elapsed().as_secs_f64() * 1e3))
     };
-    let (fused, fused_load) = load(Fusion::ALL)?;
-    let (plain, plain_load) = load(Fusion::NONE)?;
+    let (fused, fused_load) = load(candidate)?;
+    let (plain, plain_load) = load(baseline)?;
     let counts = fused.backend().fused()?;
     println!(
-        "{}: fused {} per-token quantizations, {} int8 output stages, {} softmaxes; load {:.0} ms fused, {:.0} ms plain",
+        "{}: fused {} per-token quantizations, {} int8 output stages, {} GELUs, {} softmaxes, {} layer norms; \
+         load {:.0} ms fused, {:.0} ms plain ({baseline:?})",
         dir.display(),
         counts.quantizers,
         counts.rescales,
+        counts.gelus,
         counts.softmaxes,
+        counts.layer_norms,
         fused_load,
         plain_load
     );

@@ -2,15 +2,19 @@
 //!
 //! The package files stay standard ONNX (ONNX Runtime runs them, and a package exported before these rewrites
 //! gets them without re-export); only the plan tract builds at load differs. The quantization and rescale
-//! rewrites compute bit for bit what the subgraphs they replace compute; the softmax rewrite changes the last bits of the attention
-//! probabilities (see [`softmax`]). `tests/fused_stages.rs` checks both against the plain graphs.
+//! rewrites compute bit for bit what the subgraphs they replace compute; the softmax, GELU and layer-norm rewrites
+//! change the last bits (see [`softmax`], [`gelu`], [`layer_norm`]). `tests/fused_stages.rs` checks every one of them
+//! against the plain graphs.
 
+pub mod gelu;
+pub mod layer_norm;
 pub mod quantize;
 pub mod rescale;
 pub mod softmax;
 
-use tract_onnx::prelude::{OutletId, TractResult, TypedModel};
+use tract_onnx::prelude::{Datum, OutletId, TractResult, TypedModel};
 use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
+use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
 
 /// Which rewrites a plan gets. [`Fusion::ALL`] (the default) is what the engine loads; [`Fusion::NONE`] plans
 /// the graphs as they are (for measuring the rewrites, and for checking them).
@@ -21,11 +25,18 @@ pub struct Fusion {
     pub quantize: bool,
     /// f32 last-axis softmaxes into [`softmax::RowSoftmax`] (last-bit differences).
     pub softmax: bool,
+    /// The exact (erf) GELU after an int8 output stage into that stage's pass ([`rescale::RescaleInt8::gelu`];
+    /// last-bit differences). Needs `quantize`: it folds into the fused output stage.
+    pub gelu: bool,
+    /// A residual add and the layer norm after it into [`layer_norm::AddLayerNorm`] (last-bit differences).
+    pub layer_norm: bool,
 }
 
 impl Fusion {
-    pub const ALL: Self = Self { quantize: true, softmax: true };
-    pub const NONE: Self = Self { quantize: false, softmax: false };
+    pub const ALL: Self = Self { quantize: true, softmax: true, gelu: true, layer_norm: true };
+    pub const NONE: Self = Self { quantize: false, softmax: false, gelu: false, layer_norm: false };
+    /// Only the rewrites that keep every value bit for bit.
+    pub const EXACT: Self = Self { quantize: true, ..Self::NONE };
 }
 
 impl Default for Fusion {
@@ -43,6 +54,10 @@ pub struct Fused {
     pub rescales: usize,
     /// Softmaxes now [`softmax::RowSoftmax`].
     pub softmaxes: usize,
+    /// GELUs now computed inside the int8 output stage before them.
+    pub gelus: usize,
+    /// Layer norms now [`layer_norm::AddLayerNorm`] (with or without the residual add before them).
+    pub layer_norms: usize,
 }
 
 impl std::ops::Add for Fused {
@@ -52,6 +67,8 @@ impl std::ops::Add for Fused {
             quantizers: self.quantizers + other.quantizers,
             rescales: self.rescales + other.rescales,
             softmaxes: self.softmaxes + other.softmaxes,
+            gelus: self.gelus + other.gelus,
+            layer_norms: self.layer_norms + other.layer_norms,
         }
     }
 }
@@ -63,8 +80,14 @@ pub fn apply(model: &mut TypedModel, fusion: Fusion) -> TractResult<Fused> {
         fused.quantizers = quantize::fuse(model)?;
         fused.rescales = rescale::fuse(model)?;
     }
+    if fusion.gelu {
+        fused.gelus = gelu::fuse(model)?;
+    }
     if fusion.softmax {
         fused.softmaxes = softmax::fuse(model)?;
+    }
+    if fusion.layer_norm {
+        fused.layer_norms = layer_norm::fuse(model)?;
     }
     Ok(fused)
 }
@@ -91,4 +114,69 @@ fn binary_inputs<T: BinMiniOp>(model: &TypedModel, node: usize) -> Option<[Outle
         (Some(op), &[a, b]) if op.0.is::<T>() => Some([a, b]),
         _ => None,
     }
+}
+
+/// The input node of a node with exactly one input.
+fn single_input_node(model: &TypedModel, node: usize) -> Option<usize> {
+    match model.node(node).inputs.as_slice() {
+        [only] => Some(only.node),
+        _ => None,
+    }
+}
+
+/// Whether output `slot` of `node` feeds exactly one input in the graph (and is no model output): a rewrite may
+/// then absorb it.
+fn used_once(model: &TypedModel, outlet: OutletId) -> bool {
+    model.node(outlet.node).outputs[outlet.slot].successors.len() == 1
+        && !model.output_outlets().is_ok_and(|o| o.contains(&outlet))
+}
+
+fn is_element_wise<T: ElementWiseMiniOp>(model: &TypedModel, node: usize) -> bool {
+    model.node(node).op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<T>())
+}
+
+/// For a binary `T` node with one single-valued f32 constant input: its other input and the constant.
+fn binary_with_constant<T: BinMiniOp>(model: &TypedModel, node: usize) -> TractResult<Option<(OutletId, f32)>> {
+    let Some(inputs) = binary_inputs::<T>(model, node) else { return Ok(None) };
+    for (k, other) in [(0, 1), (1, 0)] {
+        if let Some(konst) = &model.outlet_fact(inputs[k])?.konst {
+            if konst.len() == 1 && konst.datum_type() == f32::datum_type() {
+                return Ok(Some((inputs[other], konst.cast_to_scalar::<f32>()?)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// For a binary `T` node with one constant f32 input holding one value per output channel (`[1, …, 1, out]`):
+/// its other input and those values.
+fn with_channel_constant<T: BinMiniOp>(model: &TypedModel, node: usize) -> TractResult<Option<(OutletId, Vec<f32>)>> {
+    let Some(inputs) = binary_inputs::<T>(model, node) else { return Ok(None) };
+    for (k, other) in [(0, 1), (1, 0)] {
+        let Some(konst) = &model.outlet_fact(inputs[k])?.konst else { continue };
+        let channels = konst.shape().last().copied().unwrap_or(1);
+        if konst.datum_type() == f32::datum_type() && konst.len() == channels && channels > 1 {
+            let values = konst.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+            return Ok(Some((inputs[other], values)));
+        }
+    }
+    Ok(None)
+}
+
+/// The sum of a row as eight interleaved lanes (element i in lane i mod 8) added in a fixed tree: the compiler keeps
+/// the lanes in one vector register, and the result is the same on every CPU whatever its vector width.
+#[inline(always)]
+fn lane_sum(row: &[f32], term: impl Fn(f32) -> f32) -> f32 {
+    const LANES: usize = 8;
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (s, &v) in sums.iter_mut().zip(chunk) {
+            *s += term(v);
+        }
+    }
+    for (s, &v) in sums.iter_mut().zip(chunks.remainder()) {
+        *s += term(v);
+    }
+    ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]))
 }

@@ -15,9 +15,9 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::BinMiniOp;
+
+use super::{binary_with_constant, is_element_wise, single_input_node};
 use tract_onnx::tract_core::ops::cast::Cast;
-use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
 use tract_onnx::tract_core::ops::math::{Abs, Max, Mul, Recip, RoundHalfToEven};
 use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 
@@ -180,7 +180,8 @@ fn matched(model: &TypedModel, cast: usize) -> TractResult<Option<Found>> {
     let Some(round) = single_input_node(model, cast).filter(|&n| is_element_wise::<RoundHalfToEven>(model, n)) else {
         return Ok(None);
     };
-    let Some(product) = single_input_node(model, round).filter(|&n| is_binary::<Mul>(model, n)) else {
+    let Some(product) = single_input_node(model, round).filter(|&n| super::binary_inputs::<Mul>(model, n).is_some())
+    else {
         return Ok(None);
     };
     // x · Recip(s), either order.
@@ -209,34 +210,6 @@ fn matched(model: &TypedModel, cast: usize) -> TractResult<Option<Found>> {
     }
     let op = QuantizePerToken { floor, inv_qmax };
     Ok(op.fits().then_some(Found { input, cast, scale, op }))
-}
-
-fn single_input_node(model: &TypedModel, node: usize) -> Option<usize> {
-    match model.node(node).inputs.as_slice() {
-        [only] => Some(only.node),
-        _ => None,
-    }
-}
-
-fn is_element_wise<T: ElementWiseMiniOp>(model: &TypedModel, node: usize) -> bool {
-    model.node(node).op_as::<ElementWiseOp>().is_some_and(|op| op.0.is::<T>())
-}
-
-fn is_binary<T: BinMiniOp>(model: &TypedModel, node: usize) -> bool {
-    super::binary_inputs::<T>(model, node).is_some()
-}
-
-/// For a binary `T` node with one single-valued f32 constant input: its other input and the constant.
-fn binary_with_constant<T: BinMiniOp>(model: &TypedModel, node: usize) -> TractResult<Option<(OutletId, f32)>> {
-    let Some(inputs) = super::binary_inputs::<T>(model, node) else { return Ok(None) };
-    for (k, other) in [(0, 1), (1, 0)] {
-        if let Some(konst) = &model.outlet_fact(inputs[k])?.konst {
-            if konst.len() == 1 && konst.datum_type() == f32::datum_type() {
-                return Ok(Some((inputs[other], konst.cast_to_scalar::<f32>()?)));
-            }
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

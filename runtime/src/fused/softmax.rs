@@ -96,17 +96,7 @@ fn softmax_row_body(row: &mut [f32]) {
     for v in row.iter_mut() {
         *v = exp_nonpositive(*v - max);
     }
-    let mut sums = [0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (s, v) in sums.iter_mut().zip(chunk) {
-            *s += *v;
-        }
-    }
-    for (s, v) in sums.iter_mut().zip(chunks.remainder()) {
-        *s += *v;
-    }
-    let sum = ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]));
+    let sum = super::lane_sum(row, |v| v);
     let inverse = sum.recip();
     row.iter_mut().for_each(|v| *v *= inverse);
 }
