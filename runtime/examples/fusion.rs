@@ -7,7 +7,10 @@
 //! layer-norm: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add); the "fused" one
 //! has them all, or those of `--fused`.
 //!
-//! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating.
+//! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating. With
+//!    `--ort PKG` (cargo feature `ort`, `ORT_DYLIB_PATH` set), also layer 1 of PKG in ONNX Runtime, one thread, in
+//!    the same rounds: the issue-13 comparison with ORT's own `quantize_dynamic` form (scripts/side-by-side.sh
+//!    writes it as DIR/package-int8-ort).
 //! 2. Whole inputs (the lines of `--data`, SST-2 dev format; default the committed tests/data/sst2-dev-40.tsv):
 //!    median and mean ms per input at the package's default τ and at full depth, each input through every
 //!    configuration in turn.
@@ -49,6 +52,15 @@ fn profile(plan: &Arc<TypedSimplePlan>, hidden: &TValue, mask: &TValue, runs: us
     Ok(by_op)
 }
 
+/// One run of layer 1 on `input`, in ms (the embeddings run first, untimed).
+fn time_layer<B: Backend>(engine: &Engine<B>, input: &Input) -> Result<f64> {
+    let encoded = engine.encode(input)?;
+    let (hidden, mask) = engine.backend().embed(&encoded)?;
+    let start = Instant::now();
+    engine.backend().layer(1, hidden, &mask)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -76,10 +88,12 @@ fn main() -> Result<()> {
     let mut with_profile = false;
     let mut baseline = Fusion::NONE;
     let mut candidate = Fusion::ALL;
+    let mut ort_package: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--profile" => with_profile = true,
             "--baseline" => baseline = parse_fusions(&args.next().context("--baseline needs a list")?)?,
+            "--ort" => ort_package = Some(args.next().context("--ort needs a package")?.into()),
             "--fused" => candidate = parse_fusions(&args.next().context("--fused needs a list")?)?,
             "--data" => data = args.next().context("--data needs a file")?.into(),
             "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
@@ -112,27 +126,51 @@ fn main() -> Result<()> {
         plain_load
     );
 
+    #[cfg(feature = "ort")]
+    let ort = match &ort_package {
+        Some(dir) => {
+            let package = Package::open(dir)?;
+            let backend = cosee_runtime::ort_backend::OrtBackend::load(&package)?;
+            Some(Engine::from_parts(package, backend))
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "ort"))]
+    if ort_package.is_some() {
+        bail!("--ort needs the `ort` cargo feature");
+    }
+
     println!("\none layer (layer 1), median ms of {runs} interleaved runs");
-    println!("{:>8} {:>9} {:>9} {:>7}", "tokens", "plain", "fused", "ratio");
+    print!("{:>8} {:>9} {:>9} {:>7}", "tokens", "plain", "fused", "ratio");
+    #[cfg(feature = "ort")]
+    if ort.is_some() {
+        print!(" {:>9} {:>11}", "ORT", "fused / ORT");
+    }
+    println!();
     let word = "good ";
     for tokens in [16usize, 32, 64, 128] {
         // [CLS] + words + [SEP]: a text of tokens − 2 one-token words.
         let text = word.repeat(tokens - 2);
         let input = Input::single(text.trim_end());
-        let mut times = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
+        let mut times = [Vec::with_capacity(runs), Vec::with_capacity(runs), Vec::with_capacity(runs)];
         for round in 0..runs + 10 {
-            for (k, engine) in [&plain, &fused].into_iter().enumerate() {
-                let encoded = engine.encode(&input)?;
-                let (hidden, mask) = engine.backend().embed(&encoded)?;
-                let start = Instant::now();
-                engine.backend().layer(1, hidden, &mask)?;
-                if round >= 10 {
-                    times[k].push(start.elapsed().as_secs_f64() * 1e3);
+            let mut round_times = [time_layer(&plain, &input)?, time_layer(&fused, &input)?, 0.0];
+            #[cfg(feature = "ort")]
+            if let Some(ort) = &ort {
+                round_times[2] = time_layer(ort, &input)?;
+            }
+            if round >= 10 {
+                for (t, ms) in times.iter_mut().zip(round_times) {
+                    t.push(ms);
                 }
             }
         }
-        let [p, f] = times.map(median);
-        println!("{tokens:>8} {p:>9.3} {f:>9.3} {:>6.2}×", p / f);
+        let [p, f, o] = times.map(median);
+        print!("{tokens:>8} {p:>9.3} {f:>9.3} {:>6.2}×", p / f);
+        if ort_package.is_some() {
+            print!(" {o:>9.3} {:>10.2}×", f / o);
+        }
+        println!();
     }
 
     if with_profile {
