@@ -6,8 +6,9 @@
 #
 #   scripts/check-aarch64.sh [PACKAGE_DIR ...]
 #
-# Without PACKAGE_DIR: exports an f32 package and two int8 packages (fused and portable numerics) from a random
-# 4-layer checkpoint (tools) into target/aarch64-check/, and checks them and the shipped models/sst2-minilm-l6.
+# Without PACKAGE_DIR: exports an f32 package, two int8 packages (fused and portable numerics) and the int8-ort form
+# from a random 4-layer checkpoint (tools) into target/aarch64-check/, and checks them and the shipped
+# models/sst2-minilm-l6.
 # Emulated timings mean nothing for a Pi and are printed only as the check's own cost.
 # Environment: AARCH64_PROFILE (cargo profile of the aarch64 build, default `release`; `release-pi` adds fat LTO),
 # AARCH64_INPUTS (inputs file, default the 40 committed SST-2 dev sentences), AARCH64_BUDGET=warn (report an
@@ -98,13 +99,15 @@ else
   checkpoint="$work/checkpoint"
   rm -rf "$checkpoint"
   "$random_checkpoint" "$checkpoint" >/dev/null
-  packages=("$work/random-f32" "$work/random-int8" "$work/random-int8-portable")
+  packages=("$work/random-f32" "$work/random-int8" "$work/random-int8-portable" "$work/random-int8-ort")
   "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-f32" --quantize none --force
   "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-int8" --quantize int8 --force
   # Portable numerics: held to 1e-3 against x86 (fused int8 packages to identical labels and exit layers; see
   # scripts/aarch64_agreement.py).
   "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-int8-portable" --quantize int8 \
     --numerics portable --force
+  # ONNX Runtime's int8 form, made for `--backend ort` on x86; tract runs it wherever ORT is not at hand, a Pi included.
+  "$tools_bin" export --checkpoint "$checkpoint" --out "$work/random-int8-ort" --quantize int8-ort --force
   # The shipped model too: the package users copy to their Pi.
   [ -f models/sst2-minilm-l6/manifest.json ] && packages+=(models/sst2-minilm-l6)
 fi
