@@ -24,7 +24,7 @@ pub struct Args {
     /// One 10 MB whitespace-free line per this many lines (0: none).
     #[arg(long, default_value_t = 5000)]
     pub huge_every: usize,
-    /// Lines whose memory is the baseline [default: a tenth of --lines].
+    /// Warm-up lines: the largest RSS over their second half is the baseline [default: a tenth of --lines].
     #[arg(long)]
     pub warmup_lines: Option<usize>,
     /// Largest RSS growth after the warm-up, as a fraction of the baseline.
