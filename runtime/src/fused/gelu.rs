@@ -21,9 +21,10 @@ use super::rescale::RescaleInt8;
 /// 1/√2.
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 
-/// erf(x) as x·P(x²)/Q(x²), the polynomials by fused multiply-adds when `FMA` on [−4, 4] (beyond it erf is ±1 to within 2e-8): the rational minimax form of Eigen's
-/// `generic_fast_erf_float`, absolute error below 7e-8 in exact arithmetic, 4e-7 in f32 (its Horner steps round; worst near |x| = 3–4, where
-/// erf is ±1 to a few ulp). Branch-free, so a loop over it vectorizes.
+/// erf(x) as x·P(x²)/Q(x²) on [−4, 4] (beyond it erf is ±1 to within 2e-8), the polynomials by fused multiply-adds
+/// when `FMA`: the rational minimax form of Eigen's `generic_fast_erf_float`, absolute error below 7e-8 in exact
+/// arithmetic and 4e-7 in f32 (its Horner steps round; worst near |x| = 3–4, where erf is ±1 to a few ulp).
+/// Branch-free, so a loop over it vectorizes.
 #[inline(always)]
 pub fn erf<const FMA: bool>(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);

@@ -181,10 +181,8 @@ fn matched(model: &TypedModel, norm: usize) -> TractResult<Option<Found>> {
         return Ok(None);
     }
     // x = a + b, when x feeds only the sum and the difference and both terms have x's shape.
-    let successors = model.node(x.node).outputs[x.slot].successors.len();
     let terms = super::binary_inputs::<Add>(model, x.node).filter(|terms| {
-        successors == 2
-            && !model.output_outlets().is_ok_and(|o| o.contains(&x))
+        super::uses(model, x) == 2
             && terms.iter().all(|t| model.outlet_fact(*t).is_ok_and(|f| f.shape == fact.shape && f.konst.is_none()))
     });
     let inputs = match terms {

@@ -124,11 +124,15 @@ fn single_input_node(model: &TypedModel, node: usize) -> Option<usize> {
     }
 }
 
-/// Whether output `slot` of `node` feeds exactly one input in the graph (and is no model output): a rewrite may
-/// then absorb it.
+/// How many times `outlet` is used: by the inputs it feeds, plus one if it is a model output.
+fn uses(model: &TypedModel, outlet: OutletId) -> usize {
+    let is_output = model.output_outlets().is_ok_and(|o| o.contains(&outlet));
+    model.node(outlet.node).outputs[outlet.slot].successors.len() + usize::from(is_output)
+}
+
+/// Whether `outlet` feeds exactly one input and is no model output: a rewrite may then absorb it.
 fn used_once(model: &TypedModel, outlet: OutletId) -> bool {
-    model.node(outlet.node).outputs[outlet.slot].successors.len() == 1
-        && !model.output_outlets().is_ok_and(|o| o.contains(&outlet))
+    uses(model, outlet) == 1
 }
 
 fn is_element_wise<T: ElementWiseMiniOp>(model: &TypedModel, node: usize) -> bool {

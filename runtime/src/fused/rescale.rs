@@ -41,6 +41,18 @@ impl RescaleInt8 {
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
             return unsafe { self.row_avx2_fma(acc, token_scale, out) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.row_avx2(acc, token_scale, out) };
+        }
+        self.row_body::<false>(acc, token_scale, out)
+    }
+
+    /// AVX2 without FMA (some hypervisors hide FMA): still 8-lane vectors.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn row_avx2(&self, acc: &[i32], token_scale: f32, out: &mut [f32]) {
         self.row_body::<false>(acc, token_scale, out)
     }
 
