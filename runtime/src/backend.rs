@@ -77,13 +77,12 @@ impl DeferredStages for TractStages {
 impl TractBackend {
     /// Every stage's plan with the load-time rewrites `fusion` asks for ([`Backend::load`]: all of them).
     ///
-    /// The embeddings are read first and alone; then the other stage files are read, typed and checked on every core
-    /// ([`crate::parallel::map_in_order`]); then the stages every input needs (the embeddings, layer 1, exit 1) are
-    /// planned, on every core too. The rest are left to the background planner. The embeddings' 24 MB word table
-    /// is briefly held twice while it is read (protobuf, then tensor): reading the other stages beside it raised the
-    /// peak resident set by about 17 MB on the shipped package (106–109 MB against 88–89) for 10–20 ms less cold
-    /// start, so it stays alone. A fault is reported for the first faulty stage in package order, as a sequential
-    /// load would.
+    /// Every stage file is read, typed and checked on every core ([`crate::parallel::map_in_order`], the
+    /// embeddings first: theirs is the longest job); then the stages every input needs (the embeddings, layer 1,
+    /// exit 1) are planned, on every core too. The rest are left to the background planner. The embeddings' 24 MB
+    /// word table used to be held twice while it was read (protobuf, then tensor), which kept it alone; read
+    /// straight into its tensor ([`crate::stage_file`]) it no longer raises the peak beside the other stages. A
+    /// fault is reported for the first faulty stage in package order, as a sequential load would.
     pub fn load_with(package: &Package, fusion: Fusion) -> Result<Self, LoadError> {
         crate::x86_kernels::steer_tract_kernels();
         let m = package.manifest();
@@ -91,14 +90,18 @@ impl TractBackend {
         let read = |file: &str, kind| {
             StageGraph::read(&package.path(file), kind, shapes).map(|graph| DeferredStage::new(graph, fusion))
         };
-        let embeddings = read(manifest::EMBEDDINGS_FILE, StageKind::Embeddings)?;
-        let jobs: Vec<(String, StageKind)> = (1..=m.num_layers)
-            .flat_map(|layer| {
-                [(manifest::layer_file(layer), StageKind::Layer), (manifest::exit_file(layer), StageKind::Exit)]
-            })
-            .collect();
+        let jobs: Vec<(String, StageKind)> =
+            std::iter::once((manifest::EMBEDDINGS_FILE.to_string(), StageKind::Embeddings))
+                .chain((1..=m.num_layers).flat_map(|layer| {
+                    [(manifest::layer_file(layer), StageKind::Layer), (manifest::exit_file(layer), StageKind::Exit)]
+                }))
+                .collect();
         let read = crate::parallel::map_in_order(&jobs, None, |(file, kind)| read(file, *kind));
         let mut read = read.into_iter().collect::<Result<Vec<_>, LoadError>>()?.into_iter();
+        let embeddings = read.next().ok_or_else(|| LoadError::InvalidGraph {
+            path: package.path(manifest::EMBEDDINGS_FILE).display().to_string(),
+            message: "not read".into(),
+        })?;
         let (mut layers, mut exits) = (Vec::with_capacity(m.num_layers), Vec::with_capacity(m.num_layers));
         while let (Some(layer), Some(exit)) = (read.next(), read.next()) {
             layers.push(layer);

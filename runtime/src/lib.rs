@@ -29,6 +29,7 @@ pub mod package;
 pub mod parallel;
 mod planner;
 mod stage;
+mod stage_file;
 pub mod x86_kernels;
 
 pub use answer::{Answer, Stage, StageTimes};

@@ -48,6 +48,20 @@ pub fn release_freed_memory() {
     }
 }
 
+/// Makes every thread allocate from glibc's main arena. By default a thread that allocates gets an arena of its
+/// own, and what it frees stays there: the background planner's transient buffers (decoded protobufs, weights
+/// before packing) then sat beside the main thread's, and `cosee-edge bench` peaked at 85-86 MB resident against
+/// 76-78 MB with one arena (the shipped package, 20 inputs). The engine runs one input at a time, so the shared
+/// arena's lock is not contended. For the binary's `main`; a library leaves the embedder's allocator alone. A
+/// no-op where the C library is not glibc.
+pub fn share_one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc allocator parameter, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use crate::error::LoadError;
 use crate::fused::{self, Fusion};
 use crate::load_phases::LoadPhases;
 use crate::manifest::io_names;
+use crate::stage_file::{self, LargeTensors, StageFile};
 use std::path::Path;
 use tract_onnx::model::ParseResult;
 use tract_onnx::pb::GraphProto;
@@ -88,7 +89,12 @@ impl StageGraph {
         // Where cold start goes, per stage and phase: `RUST_LOG=cosee_runtime=debug`.
         let mut phases = LoadPhases::start();
         let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_path(path).map_err(invalid)?;
+        // The large initializers straight into their tensors where the layout allows (stage_file.rs); an I/O error
+        // there is left to tract's reader to report.
+        let (proto, large) = match stage_file::read(path).ok().flatten() {
+            Some(StageFile { proto, large }) => (proto, large),
+            None => (onnx.proto_model_for_path(path).map_err(invalid)?, LargeTensors::default()),
+        };
         if let Some(graph) = &proto.graph {
             check_axis_attributes(graph)
                 .map_err(|message| LoadError::InvalidGraph { path: display.clone(), message })?;
@@ -97,6 +103,7 @@ impl StageGraph {
         let ParseResult { mut model, unresolved_inputs, .. } =
             onnx.parse(&proto, path.parent().and_then(Path::to_str)).map_err(invalid)?;
         drop(proto);
+        large.install(&mut model).map_err(invalid)?;
         if !unresolved_inputs.is_empty() {
             return Err(LoadError::InvalidGraph {
                 path: display,

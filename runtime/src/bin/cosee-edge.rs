@@ -34,6 +34,7 @@ enum Command {
 
 fn main() -> ExitCode {
     cosee_runtime::sigpipe::restore_default();
+    cosee_runtime::parallel::share_one_malloc_arena();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let result = match Cli::parse().command {
         Command::Classify(args) => cli::classify::run(args),
