@@ -75,7 +75,9 @@ impl RescaleInt8 {
     }
 }
 
-/// Whether the CPU has AVX2 and FMA (the vectorized row with fused multiply-adds in the GELU).
+/// Whether the CPU has AVX2 and FMA (the vectorized row with fused multiply-adds in the GELU). Only x86 asks,
+/// and the tests on every target.
+#[cfg(any(target_arch = "x86_64", test))]
 fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
