@@ -98,11 +98,12 @@ for c in "${configs[@]}"; do
   done
 done
 
-printf '%s\n' "${rows[@]}" | python3 - "$out" <<'PY'
+printf '%s\n' "${rows[@]}" >"$work/rows.txt"
+python3 - "$work/rows.txt" "$out" <<'PY'
 import json, sys
-out = sys.argv[1]
+rows, out = sys.argv[1], sys.argv[2]
 counts = {}
-for line in sys.stdin:
+for line in open(rows):
     cpu, form, backend, tokens, n = line.split()
     counts.setdefault(cpu, {}).setdefault(tokens, {})[f"{backend}-{form}"] = int(n)
 result = {"what": "instructions per input at full depth (embeddings, 6 layers, one exit), random checkpoint of the "
