@@ -11,8 +11,9 @@
 # three forms: tract f32 (`--quantize none`), tract int8 (ours), and ONNX Runtime on the `int8-ort` form (the node
 # chain of its own `quantize_dynamic`; with `--ort-lib`: the aarch64 libonnxruntime.so of the pinned PyPI wheel,
 # e.g. from `pip download onnxruntime==1.23.2 --platform manylinux_2_27_aarch64 --only-binary=:all: --no-deps`;
-# without it, the ORT column is left out). Each count is (K inputs) - (no input) over K, so loading is not in it. Instruction
-# counts do not depend on the weights' values, so a random checkpoint stands for the trained one.
+# without it, the ORT column is left out). Each count is (1 + K inputs) - (1 input) over K: loading, and planning the
+# stages the background planner had not reached (the first full-depth input waits for every one of them), are not in
+# it. Instruction counts do not depend on the weights' values, so a random checkpoint stands for the trained one.
 # Needs scripts/setup-aarch64.sh (and for ORT, Debian's libstdc++6-arm64-cross).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,10 +70,10 @@ count() {
   count="$(awk '{print $2}' "$work/insns.txt")"
 }
 
-: >"$work/none.txt"
 for tokens in 16 64; do
   # "good" is one word piece: n of them and [CLS], [SEP] make `tokens`.
-  python3 -c "import sys; print('\n'.join([' '.join(['good'] * ($tokens - 2))] * $runs))" >"$work/in-$tokens.txt"
+  python3 -c "print('\n'.join([' '.join(['good'] * ($tokens - 2))] * (1 + $runs)))" >"$work/in-$tokens.txt"
+  head -n 1 "$work/in-$tokens.txt" >"$work/first-$tokens.txt"
 done
 
 rows=()
@@ -86,9 +87,9 @@ for c in "${configs[@]}"; do
     backends=(tract)
     [ "$form" = int8-ort ] && backends=(ort)
     for backend in "${backends[@]}"; do
-      count "$name" "$cpu" "$env_spec" "$form" "$backend" "$work/none.txt"
-      base="$count"
       for tokens in 16 64; do
+        count "$name" "$cpu" "$env_spec" "$form" "$backend" "$work/first-$tokens.txt"
+        base="$count"
         count "$name" "$cpu" "$env_spec" "$form" "$backend" "$work/in-$tokens.txt"
         per_input=$(((count - base) / runs))
         echo "  $name $form/$backend $tokens tokens: $per_input instructions per full-depth input"
