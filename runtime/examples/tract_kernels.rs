@@ -26,6 +26,8 @@ fn main() -> Result<()> {
     let dir = PathBuf::from(dir);
     let manifest = Manifest::read(&dir).with_context(|| format!("cannot read the manifest of {}", dir.display()))?;
 
+    // The kernels the runtime's plans get: its steering of tract (x86_kernels.rs) comes before tract's first probe.
+    cosee_runtime::x86_kernels::steer_tract_kernels();
     let isa = tract_linalg::isa::native();
     println!("isa: {isa:?}");
     let tiers: Vec<&str> = tract_linalg::MmmDispatch::native().tiers().iter().map(|t| t.name).collect();
