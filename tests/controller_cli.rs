@@ -254,14 +254,36 @@ fn tune_chooses_within_budget_and_reports_an_impossible_one() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("no threshold meets the 0.00 ms budget"), "{stdout}");
     assert!(stdout.contains("over budget"), "{stdout}");
-    let fast = RuntimeConfig::read(&dir.path().join("fast.json")).unwrap();
+    // Which τ is fastest is a measurement: it is checked against the predictions of the same run (comparing with
+    // another run's flaked on a loaded machine, where two τ of about the same latency swapped places).
+    let out = cli(
+        dir.path(),
+        &[
+            "tune",
+            "-m",
+            model,
+            "--budget-ms",
+            "0.000001",
+            "--data",
+            data,
+            "--out",
+            "fast.json",
+            "--attempts",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["choice"]["outcome"], "impossible", "{json}");
+    let preds = json["predictions"].as_array().unwrap();
     let fastest = preds
         .iter()
         .min_by(|a, b| a["percentile_ms"].as_f64().unwrap().total_cmp(&b["percentile_ms"].as_f64().unwrap()))
         .unwrap();
-    let fastest_speedup = fastest["layer_speedup"].as_f64().unwrap();
-    let chosen = preds.iter().find(|p| p["threshold"].as_f64().unwrap() == fast.threshold as f64).unwrap();
-    assert_eq!(chosen["layer_speedup"].as_f64().unwrap(), fastest_speedup);
+    let fast = RuntimeConfig::read(&dir.path().join("fast.json")).unwrap();
+    assert_eq!(fast.threshold as f64, fastest["threshold"].as_f64().unwrap());
 
     // No profile and no data: a clear usage error.
     let out = cli(dir.path(), &["tune", "-m", model, "--budget-ms", "5", "--profile", "absent.json"], None);
