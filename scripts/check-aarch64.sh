@@ -22,13 +22,9 @@ inputs="${AARCH64_INPUTS:-tests/data/sst2-dev-40.tsv}"
 work="target/aarch64-check"
 budget_file="scripts/aarch64-budget.txt"
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
-# NAME=CPU[,VAR=VALUE...]. QEMU 7.2 does not emulate /proc/cpuinfo, so tract would read the host's "CPU part";
-# the override gives it the Pi's (0xd08 A72, 0xd0b A76) so its CPU-family branch is the one a Pi takes.
-configs=(
-  "pi4-cortex-a72=cortex-a72,TRACT_CPU_AARCH64_OVERRIDE_CPU_PART=0xd08"
-  "pi5-cortex-a76=cortex-a76,TRACT_CPU_AARCH64_OVERRIDE_CPU_PART=0xd0b"
-  "pi5-a76-no-dotprod=cortex-a76,TRACT_CPU_AARCH64_OVERRIDE_CPU_PART=0xd0b,TRACT_DOTPROD_DISABLE=1"
-)
+# shellcheck source=scripts/pi-configs.sh
+source scripts/pi-configs.sh
+configs=("${pi_configs[@]}")
 started=$SECONDS
 step() { echo "== check-aarch64: $* ($((SECONDS - started)) s)"; }
 

@@ -32,11 +32,10 @@ done
 target="aarch64-unknown-linux-gnu"
 work="target/pi-ratios"
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
-# As scripts/check-aarch64.sh: QEMU does not emulate /proc/cpuinfo, so tract is told the Pi's CPU part.
-configs=(
-  "pi4-cortex-a72=cortex-a72,TRACT_CPU_AARCH64_OVERRIDE_CPU_PART=0xd08"
-  "pi5-cortex-a76=cortex-a76,TRACT_CPU_AARCH64_OVERRIDE_CPU_PART=0xd0b"
-)
+# The Pi 4 and Pi 5 (scripts/pi-configs.sh; not the no-SDOT variant, which no Pi runs by default).
+# shellcheck source=scripts/pi-configs.sh
+source scripts/pi-configs.sh
+configs=("${pi_configs[@]:0:2}")
 runs=4
 mkdir -p "$work"
 
