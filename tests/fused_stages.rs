@@ -139,6 +139,9 @@ fn the_shipped_model_fuses_and_answers_as_before() {
     let quantized = engine(&shipped, QUANTIZE_ONLY);
     assert_eq!(quantized.backend().fused().unwrap().quantizers, 4 * quantized.num_layers());
     assert_eq!(quantized.backend().fused().unwrap().rescales, 6 * quantized.num_layers());
+    // Every int8 matmul of a layer reads activations packed by PackI8K4 (one packing can serve several matmuls).
+    let packs = quantized.backend().fused().unwrap().packs;
+    assert!(packs >= 4 * quantized.num_layers(), "{packs} packings replaced");
     assert_eq!(max_difference(&quantized, &plain), 0.0);
     let fused = engine(&shipped, Fusion::ALL);
     let counts = fused.backend().fused().unwrap();

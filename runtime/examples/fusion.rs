@@ -4,7 +4,7 @@
 //! `cargo run --release -p cosee-runtime --example fusion -- PACKAGE_DIR [--data TSV] [--runs N] [--baseline LIST] [--fused LIST]`
 //!
 //! The "plain" engine has no fusion, or those of `--baseline` (a comma list of quantize, softmax, gelu,
-//! layer-norm: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add); the "fused" one
+//! layer-norm, pack: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add); the "fused" one
 //! has them all, or those of `--fused`.
 //!
 //! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating. With
@@ -74,7 +74,8 @@ fn parse_fusions(list: &str) -> Result<Fusion> {
             "softmax" => fusion.softmax = true,
             "gelu" => fusion.gelu = true,
             "layer-norm" => fusion.layer_norm = true,
-            other => bail!("unknown fusion {other:?} (quantize, softmax, gelu, layer-norm)"),
+            "pack" => fusion.pack = true,
+            other => bail!("unknown fusion {other:?} (quantize, softmax, gelu, layer-norm, pack)"),
         }
     }
     Ok(fusion)
@@ -114,7 +115,7 @@ fn main() -> Result<()> {
     let (plain, plain_load) = load(baseline)?;
     let counts = fused.backend().fused()?;
     println!(
-        "{}: fused {} per-token quantizations, {} int8 output stages, {} GELUs, {} softmaxes, {} layer norms; \
+        "{}: fused {} per-token quantizations, {} int8 output stages, {} GELUs, {} softmaxes, {} layer norms, {} activation packings; \
          load {:.0} ms fused, {:.0} ms plain ({baseline:?})",
         dir.display(),
         counts.quantizers,
@@ -122,6 +123,7 @@ fn main() -> Result<()> {
         counts.gelus,
         counts.softmaxes,
         counts.layer_norms,
+        counts.packs,
         fused_load,
         plain_load
     );

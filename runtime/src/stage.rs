@@ -189,9 +189,10 @@ impl StageGraph {
         // operators (`x / s` is `x · Recip(s)` by then) and must run before codegen picks kernels.
         typed.declutter().map_err(invalid)?;
         phases.mark("declutter");
-        let fused = fused::apply(&mut typed, fusion).map_err(invalid)?;
+        let mut fused = fused::apply(&mut typed, fusion).map_err(invalid)?;
         phases.mark("fuse");
         typed.optimize().map_err(invalid)?;
+        fused::apply_after_codegen(&mut typed, fusion, &mut fused).map_err(invalid)?;
         phases.mark("codegen");
         let plan = typed.into_runnable().map_err(invalid)?;
         phases.mark("plan");

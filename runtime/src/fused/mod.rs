@@ -8,6 +8,7 @@
 
 pub mod gelu;
 pub mod layer_norm;
+pub mod pack;
 pub mod quantize;
 pub mod rescale;
 pub mod softmax;
@@ -30,13 +31,15 @@ pub struct Fusion {
     pub gelu: bool,
     /// A residual add and the layer norm after it into [`layer_norm::AddLayerNorm`] (last-bit differences).
     pub layer_norm: bool,
+    /// After codegen: tract's packing of int8 activations into [`pack::PackI8K4`] (exact).
+    pub pack: bool,
 }
 
 impl Fusion {
-    pub const ALL: Self = Self { quantize: true, softmax: true, gelu: true, layer_norm: true };
-    pub const NONE: Self = Self { quantize: false, softmax: false, gelu: false, layer_norm: false };
+    pub const ALL: Self = Self { quantize: true, softmax: true, gelu: true, layer_norm: true, pack: true };
+    pub const NONE: Self = Self { quantize: false, softmax: false, gelu: false, layer_norm: false, pack: false };
     /// Only the rewrites that keep every value bit for bit.
-    pub const EXACT: Self = Self { quantize: true, ..Self::NONE };
+    pub const EXACT: Self = Self { quantize: true, pack: true, ..Self::NONE };
 }
 
 impl Default for Fusion {
@@ -58,6 +61,8 @@ pub struct Fused {
     pub gelus: usize,
     /// Layer norms now [`layer_norm::AddLayerNorm`] (with or without the residual add before them).
     pub layer_norms: usize,
+    /// int8 activation packings now [`pack::PackI8K4`] (counted after codegen, by [`apply_after_codegen`]).
+    pub packs: usize,
 }
 
 impl std::ops::Add for Fused {
@@ -69,6 +74,7 @@ impl std::ops::Add for Fused {
             softmaxes: self.softmaxes + other.softmaxes,
             gelus: self.gelus + other.gelus,
             layer_norms: self.layer_norms + other.layer_norms,
+            packs: self.packs + other.packs,
         }
     }
 }
@@ -90,6 +96,14 @@ pub fn apply(model: &mut TypedModel, fusion: Fusion) -> TractResult<Fused> {
         fused.layer_norms = layer_norm::fuse(model)?;
     }
     Ok(fused)
+}
+
+/// The rewrites of the optimized graph (their nodes exist only after tract's codegen), added to `fused`.
+pub fn apply_after_codegen(model: &mut TypedModel, fusion: Fusion, fused: &mut Fused) -> TractResult<()> {
+    if fusion.pack {
+        fused.packs = pack::fuse(model)?;
+    }
+    Ok(())
 }
 
 /// Every match of `matched` in the model, in evaluation order (each rewrite collects its occurrences first, then
