@@ -98,10 +98,7 @@ impl TractBackend {
                 .collect();
         let read = crate::parallel::map_in_order(&jobs, None, |(file, kind)| read(file, *kind));
         let mut read = read.into_iter().collect::<Result<Vec<_>, LoadError>>()?.into_iter();
-        let embeddings = read.next().ok_or_else(|| LoadError::InvalidGraph {
-            path: package.path(manifest::EMBEDDINGS_FILE).display().to_string(),
-            message: "not read".into(),
-        })?;
+        let embeddings = read.next().expect("map_in_order gives one result per job, the embeddings' first");
         let (mut layers, mut exits) = (Vec::with_capacity(m.num_layers), Vec::with_capacity(m.num_layers));
         while let (Some(layer), Some(exit)) = (read.next(), read.next()) {
             layers.push(layer);

@@ -174,47 +174,40 @@ impl<R: Read + Seek> Walker<R> {
 }
 
 /// Finds the large raw data of a ModelProto's initializers and every length prefix that encloses them; `None` on
-/// an unusual layout.
+/// an unusual layout. Initializers are counted across graph fields, as prost merges repeated graph fields into one.
 fn walk<R: Read + Seek>(reader: R, size: u64) -> std::io::Result<Option<Layout>> {
     let mut w = Walker { reader, pos: 0, size };
     let mut layout = Layout::default();
     let mut initializer = 0;
-    while w.pos < size {
-        let Some((field, wire, len)) = w.header(size)? else { return Ok(None) };
-        match (field, len) {
-            (MODEL_GRAPH, Some((at, width, value))) => {
-                let end = w.pos + value;
-                let Some(removed) = walk_graph(&mut w, end, &mut initializer, &mut layout)? else { return Ok(None) };
-                if removed > 0 {
-                    layout.shrinks.push(Shrink { at, width, value, removed });
-                }
-            }
-            _ => {
-                if !w.skip_value(wire, len, size)? {
-                    return Ok(None);
-                }
-            }
-        }
-    }
-    Ok(Some(layout))
+    let found = descend(&mut w, size, &mut layout, MODEL_GRAPH, &mut |w, end, layout| {
+        descend(w, end, layout, GRAPH_INITIALIZER, &mut |w, end, layout| {
+            let inside = walk_tensor(w, end, initializer, layout);
+            initializer += 1;
+            inside
+        })
+    })?;
+    Ok(found.map(|_| layout))
 }
 
-/// A GraphProto up to `end`: the bytes of large raw data inside it, or `None` on an unusual layout. Initializers
-/// are counted across graph fields, as prost merges repeated graph fields into one graph.
-fn walk_graph<R: Read + Seek>(
+/// Walks one length-delimited field's value (the walker at its start, its end): how many of its bytes are left out.
+type Inner<'a, R> = dyn FnMut(&mut Walker<R>, u64, &mut Layout) -> std::io::Result<Option<u64>> + 'a;
+
+/// The fields of a message up to `end`: each `field` (length-delimited) is walked by `inner`, which says how many
+/// of its bytes are left out (its length prefix then shrinks by as many); every other field is skipped. The bytes
+/// left out in all, or `None` on an unusual layout.
+fn descend<R: Read + Seek>(
     w: &mut Walker<R>,
     end: u64,
-    initializer: &mut usize,
     layout: &mut Layout,
+    field: u64,
+    inner: &mut Inner<'_, R>,
 ) -> std::io::Result<Option<u64>> {
     let mut removed = 0;
     while w.pos < end {
-        let Some((field, wire, len)) = w.header(end)? else { return Ok(None) };
-        match (field, len) {
-            (GRAPH_INITIALIZER, Some((at, width, value))) => {
-                let tensor_end = w.pos + value;
-                let Some(inside) = walk_tensor(w, tensor_end, *initializer, layout)? else { return Ok(None) };
-                *initializer += 1;
+        let Some((number, wire, len)) = w.header(end)? else { return Ok(None) };
+        match len {
+            Some((at, width, value)) if number == field => {
+                let Some(inside) = inner(w, w.pos + value, layout)? else { return Ok(None) };
                 if inside > 0 {
                     layout.shrinks.push(Shrink { at, width, value, removed: inside });
                     removed += inside;

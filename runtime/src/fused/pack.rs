@@ -97,17 +97,17 @@ impl PackI8K4 {
             bytes[(panels - 1) * panel_bytes..].fill(0);
         }
         let src = input.try_as_plain_ram()?;
-        let src = src.as_slice::<i8>()?;
+        let src = as_bytes(src.as_slice::<i8>()?);
         for m in 0..mn {
             let row = &src[m * row_stride..][..k];
             let panel = &mut bytes[(m / r) * panel_bytes..][..panel_bytes];
             let lane = (m % r) * 4;
             for (g, quad) in row.chunks_exact(4).enumerate() {
                 let at = g * 4 * r + lane;
-                panel[at..at + 4].copy_from_slice(bytemuck_bytes(quad));
+                panel[at..at + 4].copy_from_slice(quad);
             }
             for (kr, &v) in row[groups * 4..].iter().enumerate() {
-                panel[groups * 4 * r + lane + kr] = v as u8;
+                panel[groups * 4 * r + lane + kr] = v;
             }
         }
         Ok(Box::new(EagerPackedInput {
@@ -119,8 +119,8 @@ impl PackI8K4 {
     }
 }
 
-/// The bytes of an i8 slice.
-fn bytemuck_bytes(v: &[i8]) -> &[u8] {
+/// The bytes of an i8 slice (the packing moves bytes; their sign does not matter).
+fn as_bytes(v: &[i8]) -> &[u8] {
     // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid for both.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) }
 }
