@@ -7,7 +7,8 @@
 //! * The softmax fusion replaces the attention softmax of fused-numerics packages (one per layer), the GELU fusion
 //!   folds the FFN's GELU into the int8 output stage before it (one per layer, default rescale form), and the
 //!   layer-norm fusion replaces every layer norm with the residual add before it (two per layer, one in the
-//!   embeddings); they move logits only in their last bits: exit layers and labels stay those of the plain graphs.
+//!   embeddings), and the attention fusion makes each layer's attention one operator (one per layer); they move
+//!   logits only in their last bits: exit layers and labels stay those of the plain graphs.
 //!   Portable-numerics packages have no softmax, erf or layer-norm operator, so with every fusion they still answer
 //!   bit for bit — and so do x86 and aarch64.
 
@@ -116,6 +117,7 @@ fn every_fusion_keeps_exits_and_labels_and_portable_packages_bit_for_bit() {
         let counts = fused.backend().fused().unwrap();
         assert_eq!(counts.softmaxes, if portable { 0 } else { layers }, "{options:?}");
         assert_eq!(counts.layer_norms, if portable { 0 } else { 2 * layers + 1 }, "{options:?}");
+        assert_eq!(counts.attentions, if portable { 0 } else { layers }, "{options:?}");
         let folds_gelu =
             !portable && options.quantize != QuantScheme::None && options.rescale == Int8Rescale::Sequential;
         assert_eq!(counts.gelus, if folds_gelu { layers } else { 0 }, "{options:?}");
@@ -148,6 +150,7 @@ fn the_shipped_model_fuses_and_answers_as_before() {
     assert_eq!(counts.softmaxes, fused.num_layers());
     assert_eq!(counts.gelus, fused.num_layers());
     assert_eq!(counts.layer_norms, 2 * fused.num_layers() + 1);
+    assert_eq!(counts.attentions, fused.num_layers());
     let worst = max_difference(&fused, &plain);
     assert!(worst <= self_check_tolerance(QuantScheme::Int8PerTokenSymmetric), "max |Δlogit| {worst}");
     println!("shipped model, every fusion against the plain graphs: max |Δlogit| {worst:e}");

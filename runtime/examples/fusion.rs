@@ -4,7 +4,7 @@
 //! `cargo run --release -p cosee-runtime --example fusion -- PACKAGE_DIR [--data TSV] [--runs N] [--baseline LIST] [--fused LIST]`
 //!
 //! The "plain" engine has no fusion, or those of `--baseline` (a comma list of quantize, softmax, gelu,
-//! layer-norm, pack: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add); the "fused" one
+//! layer-norm, attention, pack: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add); the "fused" one
 //! has them all, or those of `--fused`.
 //!
 //! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating. With
@@ -18,7 +18,7 @@
 //!    Before the timing: on how many of those inputs the two give the same exit layer and label at the default τ,
 //!    and the largest logit difference over every exit.
 //! 3. With `--profile`: layer 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation, wrapped),
-//!    mean ms per run summed by operator name.
+//!    mean ms per run summed by operator name; `--by-node` (implies `--profile`) lists each matmul node apart.
 //!
 //! Medians of interleaved runs, because the machine is shared: ratios within one run are the reliable part.
 
@@ -37,14 +37,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Mean milliseconds per run spent in each operator (by name) of a layer plan.
-fn profile(plan: &Arc<TypedSimplePlan>, hidden: &TValue, mask: &TValue, runs: usize) -> Result<BTreeMap<String, f64>> {
+/// With `by_node`, matmuls are keyed by node too (which matmul costs what).
+fn profile(
+    plan: &Arc<TypedSimplePlan>,
+    hidden: &TValue,
+    mask: &TValue,
+    runs: usize,
+    by_node: bool,
+) -> Result<BTreeMap<String, f64>> {
     let mut by_op: BTreeMap<String, f64> = BTreeMap::new();
     for _ in 0..runs {
         let mut state = SimpleState::new(plan)?;
         state.run_plan_with_eval(tvec!(hidden.clone(), mask.clone()), |ctx, op_state, node, input| {
             let start = Instant::now();
             let out = eval(ctx, op_state, node, input);
-            *by_op.entry(node.op().name().to_string()).or_default() += start.elapsed().as_secs_f64() * 1e3;
+            let op = node.op().name();
+            let key = if by_node && op.contains("MatMul") { format!("{op} {}", node.name) } else { op.to_string() };
+            *by_op.entry(key).or_default() += start.elapsed().as_secs_f64() * 1e3;
             out
         })?;
     }
@@ -74,8 +83,9 @@ fn parse_fusions(list: &str) -> Result<Fusion> {
             "softmax" => fusion.softmax = true,
             "gelu" => fusion.gelu = true,
             "layer-norm" => fusion.layer_norm = true,
+            "attention" => fusion.attention = true,
             "pack" => fusion.pack = true,
-            other => bail!("unknown fusion {other:?} (quantize, softmax, gelu, layer-norm, pack)"),
+            other => bail!("unknown fusion {other:?} (quantize, softmax, gelu, layer-norm, attention, pack)"),
         }
     }
     Ok(fusion)
@@ -87,12 +97,14 @@ fn main() -> Result<()> {
     let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/sst2-dev-40.tsv"));
     let mut runs = 200usize;
     let mut with_profile = false;
+    let mut by_node = false;
     let mut baseline = Fusion::NONE;
     let mut candidate = Fusion::ALL;
     let mut ort_package: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--profile" => with_profile = true,
+            "--by-node" => (with_profile, by_node) = (true, true),
             "--baseline" => baseline = parse_fusions(&args.next().context("--baseline needs a list")?)?,
             "--ort" => ort_package = Some(args.next().context("--ort needs a package")?.into()),
             "--fused" => candidate = parse_fusions(&args.next().context("--fused needs a list")?)?,
@@ -100,7 +112,7 @@ fn main() -> Result<()> {
             "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
             _ if package_dir.is_none() => package_dir = Some(PathBuf::from(a)),
             _ => {
-                bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile] [--baseline LIST] [--fused LIST]")
+                bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile|--by-node] [--baseline LIST] [--fused LIST]")
             }
         }
     }
@@ -115,7 +127,7 @@ fn main() -> Result<()> {
     let (plain, plain_load) = load(baseline)?;
     let counts = fused.backend().fused()?;
     println!(
-        "{}: fused {} per-token quantizations, {} int8 output stages, {} GELUs, {} softmaxes, {} layer norms, {} activation packings; \
+        "{}: fused {} per-token quantizations, {} int8 output stages, {} GELUs, {} softmaxes, {} layer norms, {} attentions, {} activation packings; \
          load {:.0} ms fused, {:.0} ms plain ({baseline:?})",
         dir.display(),
         counts.quantizers,
@@ -123,6 +135,7 @@ fn main() -> Result<()> {
         counts.gelus,
         counts.softmaxes,
         counts.layer_norms,
+        counts.attentions,
         counts.packs,
         fused_load,
         plain_load
@@ -182,10 +195,10 @@ fn main() -> Result<()> {
             let mut columns = Vec::new();
             for engine in [&plain, &fused] {
                 let (hidden, mask) = engine.backend().embed(&engine.encode(&input)?)?;
-                columns.push(profile(engine.backend().layer_plan(1)?, &hidden, &mask, runs)?);
+                columns.push(profile(engine.backend().layer_plan(1)?, &hidden, &mask, runs, by_node)?);
             }
             println!("\nprofile of layer 1, {tokens} tokens: mean ms per run by operator");
-            println!("{:<40} {:>9} {:>9}", "operator", "plain", "fused");
+            println!("{:<60} {:>9} {:>9}", "operator", "plain", "fused");
             let mut names: Vec<&String> = columns.iter().flat_map(|c| c.keys()).collect();
             names.sort_by(|a, b| {
                 let ms = |n: &String| columns.iter().map(|c| c.get(n).copied().unwrap_or(0.0)).fold(0.0, f64::max);
@@ -194,16 +207,19 @@ fn main() -> Result<()> {
             names.dedup();
             for name in names {
                 let cell = |c: &BTreeMap<String, f64>| c.get(name).map_or("–".into(), |ms| format!("{ms:.3}"));
-                println!("{name:<40} {:>9} {:>9}", cell(&columns[0]), cell(&columns[1]));
+                println!("{name:<60} {:>9} {:>9}", cell(&columns[0]), cell(&columns[1]));
             }
             let total = |c: &BTreeMap<String, f64>| c.values().sum::<f64>();
-            println!("{:<40} {:>9.3} {:>9.3}", "total", total(&columns[0]), total(&columns[1]));
+            println!("{:<60} {:>9.3} {:>9.3}", "total", total(&columns[0]), total(&columns[1]));
         }
     }
 
     let text = std::fs::read_to_string(&data).with_context(|| format!("reading {}", data.display()))?;
     let lines: Vec<&str> =
         text.lines().skip(1).filter_map(|l| l.split('\t').next()).filter(|s| !s.is_empty()).collect();
+    if lines.is_empty() {
+        return Ok(()); // `--data /dev/null`: the layer comparison only
+    }
     let default = fused.default_policy();
     // Agreement first (the softmax fusion moves logits in their last bits, so int8 roundings can differ).
     let (mut same, mut worst) = (0usize, 0f32);

@@ -2,10 +2,11 @@
 //!
 //! The package files stay standard ONNX (ONNX Runtime runs them, and a package exported before these rewrites
 //! gets them without re-export); only the plan tract builds at load differs. The quantization and rescale
-//! rewrites compute bit for bit what the subgraphs they replace compute; the softmax, GELU and layer-norm rewrites
-//! change the last bits (see [`softmax`], [`gelu`], [`layer_norm`]). `tests/fused_stages.rs` checks every one of them
+//! rewrites compute bit for bit what the subgraphs they replace compute; the softmax, GELU, layer-norm and attention
+//! rewrites change the last bits (see [`softmax`], [`gelu`], [`layer_norm`], [`attention`]). `tests/fused_stages.rs` checks every one of them
 //! against the plain graphs.
 
+pub mod attention;
 pub mod gelu;
 pub mod layer_norm;
 pub mod pack;
@@ -31,13 +32,18 @@ pub struct Fusion {
     pub gelu: bool,
     /// A residual add and the layer norm after it into [`layer_norm::AddLayerNorm`] (last-bit differences).
     pub layer_norm: bool,
+    /// Each layer's attention (scores, mask, softmax, weighted values) into [`attention::Attention`] (last-bit
+    /// differences).
+    pub attention: bool,
     /// After codegen: tract's packing of int8 activations into [`pack::PackI8K4`] (exact).
     pub pack: bool,
 }
 
 impl Fusion {
-    pub const ALL: Self = Self { quantize: true, softmax: true, gelu: true, layer_norm: true, pack: true };
-    pub const NONE: Self = Self { quantize: false, softmax: false, gelu: false, layer_norm: false, pack: false };
+    pub const ALL: Self =
+        Self { quantize: true, softmax: true, gelu: true, layer_norm: true, attention: true, pack: true };
+    pub const NONE: Self =
+        Self { quantize: false, softmax: false, gelu: false, layer_norm: false, attention: false, pack: false };
     /// Only the rewrites that keep every value bit for bit.
     pub const EXACT: Self = Self { quantize: true, pack: true, ..Self::NONE };
 }
@@ -61,6 +67,8 @@ pub struct Fused {
     pub gelus: usize,
     /// Layer norms now [`layer_norm::AddLayerNorm`] (with or without the residual add before them).
     pub layer_norms: usize,
+    /// Attentions now [`attention::Attention`].
+    pub attentions: usize,
     /// int8 activation packings now [`pack::PackI8K4`] (counted after codegen, by [`apply_after_codegen`]).
     pub packs: usize,
 }
@@ -74,6 +82,7 @@ impl std::ops::Add for Fused {
             softmaxes: self.softmaxes + other.softmaxes,
             gelus: self.gelus + other.gelus,
             layer_norms: self.layer_norms + other.layer_norms,
+            attentions: self.attentions + other.attentions,
             packs: self.packs + other.packs,
         }
     }
@@ -94,6 +103,9 @@ pub fn apply(model: &mut TypedModel, fusion: Fusion) -> TractResult<Fused> {
     }
     if fusion.layer_norm {
         fused.layer_norms = layer_norm::fuse(model)?;
+    }
+    if fusion.attention {
+        fused.attentions = attention::fuse(model)?;
     }
     Ok(fused)
 }

@@ -76,8 +76,9 @@ unsafe fn softmax_row_avx2(row: &mut [f32]) {
     softmax_row_body(row)
 }
 
+/// [`softmax_row`] without the dispatch, for callers already compiled for their CPU ([`super::attention`]).
 #[inline(always)]
-fn softmax_row_body(row: &mut [f32]) {
+pub(super) fn softmax_row_body(row: &mut [f32]) {
     const LANES: usize = 8;
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
