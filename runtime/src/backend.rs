@@ -120,6 +120,11 @@ impl TractBackend {
         self.stages.layers[m - 1].get().map(StagePlan::plan)
     }
 
+    /// Exit `m`'s (1-based) optimized tract plan, for the same tools (its one input: layer `m`'s hidden states).
+    pub fn exit_plan(&self, m: usize) -> Result<&Arc<TypedSimplePlan>, RunError> {
+        self.stages.exits[m - 1].get().map(StagePlan::plan)
+    }
+
     /// What the load-time rewrites replaced, over every stage (planning every stage first).
     pub fn fused(&self) -> Result<Fused, RunError> {
         let mut total = self.stages.embeddings.get()?.fused;
