@@ -17,7 +17,9 @@
 //!
 //!    Before the timing: on how many of those inputs the two give the same exit layer and label at the default τ,
 //!    and the largest logit difference over every exit.
-//! 3. With `--profile`: layer 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation, wrapped),
+//! 3. With `--chain`: each layer timed as the exit loop runs it (layers 1..L in turn, each exit in between), beside
+//!    layer 1 alone.
+//! 4. With `--profile`: layer 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation, wrapped),
 //!    mean ms per run summed by operator name; `--by-node` (implies `--profile`) lists each matmul node apart.
 //!
 //! Medians of interleaved runs, because the machine is shared: ratios within one run are the reliable part.
@@ -121,6 +123,7 @@ fn main() -> Result<()> {
     let mut runs = 200usize;
     let mut with_profile = false;
     let mut by_node = false;
+    let mut chain = false;
     let mut baseline = Fusion::NONE;
     let mut candidate = Fusion::ALL;
     let mut ort_package: Option<PathBuf> = None;
@@ -128,6 +131,7 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--profile" => with_profile = true,
             "--by-node" => (with_profile, by_node) = (true, true),
+            "--chain" => chain = true,
             "--baseline" => baseline = parse_fusions(&args.next().context("--baseline needs a list")?)?,
             "--ort" => ort_package = Some(args.next().context("--ort needs a package")?.into()),
             "--fused" => candidate = parse_fusions(&args.next().context("--fused needs a list")?)?,
@@ -135,7 +139,7 @@ fn main() -> Result<()> {
             "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
             _ if package_dir.is_none() => package_dir = Some(PathBuf::from(a)),
             _ => {
-                bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile|--by-node] [--baseline LIST] [--fused LIST]")
+                bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile|--by-node] [--chain] [--baseline LIST] [--fused LIST]")
             }
         }
     }
@@ -209,6 +213,43 @@ fn main() -> Result<()> {
             print!(" {o:>9.3} {:>10.2}×", f / o);
         }
         println!();
+    }
+
+    if chain {
+        // Each layer as the exit loop runs it (after the one before, with its exit), against layer 1 alone: what a
+        // layer pays for running among the others (its weights no longer in cache, the exit's in between).
+        println!("\nlayers in a chain (fused engine): median ms per layer of {runs} runs, each layer after the one before and its exit");
+        println!(
+            "{:>8} {:>9} {}",
+            "tokens",
+            "alone",
+            (1..=fused.num_layers()).map(|m| format!("{:>8}", format!("layer {m}"))).collect::<String>()
+        );
+        for tokens in [16usize, 32, 64] {
+            let text = word.repeat(tokens - 2);
+            let input = Input::single(text.trim_end());
+            let layers = fused.num_layers();
+            let (mut alone, mut chained) = (Vec::new(), vec![Vec::new(); layers]);
+            let mut logits = Vec::new();
+            for round in 0..runs + 10 {
+                let lone = time_layer(&fused, &input)?;
+                let (mut hidden, mask) = fused.backend().embed(&fused.encode(&input)?)?;
+                let mut times = Vec::with_capacity(layers);
+                for m in 1..=layers {
+                    let start = Instant::now();
+                    hidden = fused.backend().layer(m, hidden, &mask)?;
+                    times.push(start.elapsed().as_secs_f64() * 1e3);
+                    fused.backend().exit(m, &hidden, &mut logits)?;
+                }
+                if round >= 10 {
+                    alone.push(lone);
+                    chained.iter_mut().zip(times).for_each(|(c, t)| c.push(t));
+                }
+            }
+            print!("{tokens:>8} {:>9.3}", median(alone));
+            chained.into_iter().for_each(|c| print!(" {:>8.3}", median(c)));
+            println!();
+        }
     }
 
     if with_profile {
