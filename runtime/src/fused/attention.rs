@@ -200,6 +200,9 @@ impl EvalOp for Attention {
         );
         let dims = Dims { batch, tokens, heads, head_dim };
         let mut output = Tensor::zero::<f32>(q.shape())?;
+        if output.len() == 0 {
+            return Ok(tvec!(output.into_tvalue())); // nothing to attend (and no block size of zero below)
+        }
         {
             let mut plain = output.try_as_plain_ram_mut()?;
             let (q, k, v, mask) = (row_major(&q)?, row_major(&k)?, row_major(&v)?, row_major(&mask)?);
