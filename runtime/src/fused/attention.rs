@@ -21,9 +21,11 @@
 //! context row, with the partial sums in registers.
 //!
 //! Numerics: every sum runs in a fixed order (a score over d in four interleaved partial sums, a context element
-//! over t' in two, each element on its own vector lane, no FMA; the softmax is [`super::softmax`]'s), so the result is the same on every CPU whatever its
-//! vector width, but not tract's order: outputs differ from the plain graph's in their last bits. Portable-numerics
-//! packages spell the softmax out with `Exp` and a matmul and are untouched.
+//! over t' in two, each element on its own vector lane; the softmax is [`super::softmax`]'s), with fused
+//! multiply-adds where the CPU has them (x86 with FMA, every aarch64) and separate ones elsewhere: the result is the
+//! same on every CPU of either kind whatever its vector width (an x86 with FMA and an aarch64 agree bit for bit), but
+//! not tract's order, so outputs differ from the plain graph's in their last bits. Portable-numerics packages spell
+//! the softmax out with `Exp` and a matmul and are untouched.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -53,17 +55,30 @@ struct Dims {
 /// `mask` is `tokens` values per batch (or one row for every batch when it holds only `tokens`).
 fn attend(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], dims: Dims, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { attend_avx2(q, k, v, mask, dims, out) };
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { attend_avx2_fma(q, k, v, mask, dims, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { attend_avx2(q, k, v, mask, dims, out) };
+        }
     }
-    attend_body(q, k, v, mask, dims, out)
+    // Every aarch64 CPU has fused multiply-add in its vector unit.
+    attend_body::<{ cfg!(target_arch = "aarch64") }>(q, k, v, mask, dims, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2_fma(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], dims: Dims, out: &mut [f32]) {
+    attend_body::<true>(q, k, v, mask, dims, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn attend_avx2(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], dims: Dims, out: &mut [f32]) {
-    attend_body(q, k, v, mask, dims, out)
+    attend_body::<false>(q, k, v, mask, dims, out)
 }
 
 /// Keys per block of the score loop, with four partial sums per score: 4 × 16 accumulators stay in registers while
@@ -73,7 +88,7 @@ const KEY_BLOCK: usize = 16;
 const DIM_BLOCK: usize = 32;
 
 #[inline(always)]
-fn attend_body(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], dims: Dims, out: &mut [f32]) {
+fn attend_body<const FMA: bool>(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], dims: Dims, out: &mut [f32]) {
     let Dims { batch, tokens: t, heads, head_dim: d } = dims;
     let row = heads * d; // one token's q (or k, v, out) over every head
     let t_pad = t.div_ceil(KEY_BLOCK) * KEY_BLOCK;
@@ -99,12 +114,12 @@ fn attend_body(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], dims: Dims, out: &
             }
             for query in 0..t {
                 let q_row = &q[base + query * row + h * d..][..d];
-                scores_of(q_row, &keys, &mut scores);
+                scores_of::<FMA>(q_row, &keys, &mut scores);
                 for (s, &m) in scores.iter_mut().zip(mask) {
                     *s += m;
                 }
                 softmax_row_body(&mut scores[..t]);
-                context_of(&scores[..t], &values, &mut context);
+                context_of::<FMA>(&scores[..t], &values, &mut context);
                 out[base + query * row + h * d..][..d].copy_from_slice(&context[..d]);
             }
         }
@@ -114,7 +129,7 @@ fn attend_body(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], dims: Dims, out: &
 /// `scores[j] = Σ_dim q[dim]·k[j, dim]` for every (padded) key j: dim mod 4 picks one of four partial sums, each
 /// summed in order, then ((s0 + s1) + (s2 + s3)).
 #[inline(always)]
-fn scores_of(q_row: &[f32], keys: &[f32], scores: &mut [f32]) {
+fn scores_of<const FMA: bool>(q_row: &[f32], keys: &[f32], scores: &mut [f32]) {
     const PARTIALS: usize = 4;
     let d = q_row.len();
     for (out, block) in scores.chunks_exact_mut(KEY_BLOCK).zip(keys.chunks_exact(d * KEY_BLOCK)) {
@@ -123,13 +138,13 @@ fn scores_of(q_row: &[f32], keys: &[f32], scores: &mut [f32]) {
         for (q4, k4) in (&mut q_quads).zip(&mut k_quads) {
             // a fixed count: unrolled, each partial a register
             for p in 0..PARTIALS {
-                add_scaled(&mut acc[p], q4[p], &k4[p * KEY_BLOCK..(p + 1) * KEY_BLOCK]);
+                add_scaled::<FMA, KEY_BLOCK>(&mut acc[p], q4[p], &k4[p * KEY_BLOCK..(p + 1) * KEY_BLOCK]);
             }
         }
         for ((partial, &qd), k1) in
             acc.iter_mut().zip(q_quads.remainder()).zip(k_quads.remainder().chunks_exact(KEY_BLOCK))
         {
-            add_scaled(partial, qd, k1);
+            add_scaled::<FMA, KEY_BLOCK>(partial, qd, k1);
         }
         for (lane, o) in out.iter_mut().enumerate() {
             *o = (acc[0][lane] + acc[1][lane]) + (acc[2][lane] + acc[3][lane]);
@@ -139,17 +154,17 @@ fn scores_of(q_row: &[f32], keys: &[f32], scores: &mut [f32]) {
 
 /// `context[dim] = Σ_j p[j]·v[j, dim]`: j mod 2 picks one of two partial sums, each summed in order, then s0 + s1.
 #[inline(always)]
-fn context_of(probs: &[f32], values: &[f32], context: &mut [f32]) {
+fn context_of<const FMA: bool>(probs: &[f32], values: &[f32], context: &mut [f32]) {
     let t = probs.len();
     for (out, block) in context.chunks_exact_mut(DIM_BLOCK).zip(values.chunks_exact(t * DIM_BLOCK)) {
         let mut acc = [[0f32; DIM_BLOCK]; 2];
         let (mut p_pairs, mut v_pairs) = (probs.chunks_exact(2), block.chunks_exact(2 * DIM_BLOCK));
         for (p2, v2) in (&mut p_pairs).zip(&mut v_pairs) {
-            add_scaled(&mut acc[0], p2[0], &v2[..DIM_BLOCK]);
-            add_scaled(&mut acc[1], p2[1], &v2[DIM_BLOCK..]);
+            add_scaled::<FMA, DIM_BLOCK>(&mut acc[0], p2[0], &v2[..DIM_BLOCK]);
+            add_scaled::<FMA, DIM_BLOCK>(&mut acc[1], p2[1], &v2[DIM_BLOCK..]);
         }
         if let (&[p], v1) = (p_pairs.remainder(), v_pairs.remainder()) {
-            add_scaled(&mut acc[0], p, v1);
+            add_scaled::<FMA, DIM_BLOCK>(&mut acc[0], p, v1);
         }
         for (lane, o) in out.iter_mut().enumerate() {
             *o = acc[0][lane] + acc[1][lane];
@@ -157,11 +172,12 @@ fn context_of(probs: &[f32], values: &[f32], context: &mut [f32]) {
     }
 }
 
-/// `acc += scale · x`, lane by lane (a plain multiply and add: no FMA, the same bits on every CPU).
+/// `acc += scale · x`, lane by lane: one rounding with `FMA` (a fused multiply-add, where the CPU has it), two
+/// without. Either way each lane's sum runs in the same order on every CPU.
 #[inline(always)]
-fn add_scaled<const N: usize>(acc: &mut [f32; N], scale: f32, x: &[f32]) {
+fn add_scaled<const FMA: bool, const N: usize>(acc: &mut [f32; N], scale: f32, x: &[f32]) {
     for (a, &v) in acc.iter_mut().zip(x) {
-        *a += scale * v;
+        *a = if FMA { scale.mul_add(v, *a) } else { *a + scale * v };
     }
 }
 
@@ -392,16 +408,32 @@ mod tests {
         }
     }
 
+    /// The dispatched path computes what the portable body computes with the same multiply-add rounding, bit for
+    /// bit: the vector width never changes a result, only whether the CPU fuses multiply-adds.
     #[test]
     fn every_cpu_path_gives_the_same_bits() {
         let dims = Dims { batch: 1, tokens: 13, heads: 3, head_dim: 32 };
         let n = 13 * 3 * 32;
         let (q, k, v) = (values(n, 0.4), values(n, 0.8), values(n, 1.9));
         let mask = vec![0f32; 13];
-        let (mut dispatched, mut baseline) = (vec![0f32; n], vec![0f32; n]);
+        #[cfg(target_arch = "x86_64")]
+        let fused = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let fused = cfg!(target_arch = "aarch64");
+        let (mut dispatched, mut portable) = (vec![0f32; n], vec![0f32; n]);
         attend(&q, &k, &v, &mask, dims, &mut dispatched);
-        attend_body(&q, &k, &v, &mask, dims, &mut baseline);
-        assert!(dispatched.iter().zip(&baseline).all(|(a, b)| a.to_bits() == b.to_bits()));
+        if fused {
+            attend_body::<true>(&q, &k, &v, &mask, dims, &mut portable);
+        } else {
+            attend_body::<false>(&q, &k, &v, &mask, dims, &mut portable);
+        }
+        assert!(dispatched.iter().zip(&portable).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // and both roundings stay as close to the exact attention
+        let (mut separate, exact) = (vec![0f32; n], reference(&q, &k, &v, &mask, dims));
+        attend_body::<false>(&q, &k, &v, &mask, dims, &mut separate);
+        for (o, e) in separate.iter().zip(&exact) {
+            assert!((*o as f64 - e).abs() <= 1e-5, "{o} vs {e}");
+        }
     }
 
     #[test]
