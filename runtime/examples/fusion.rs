@@ -4,8 +4,8 @@
 //! `cargo run --release -p cosee-runtime --example fusion -- PACKAGE_DIR [--data TSV] [--runs N] [--baseline LIST] [--fused LIST]`
 //!
 //! The "plain" engine has no fusion, or those of `--baseline` (a comma list of quantize, softmax, gelu,
-//! layer-norm, attention, pack: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add); the "fused" one
-//! has them all, or those of `--fused`.
+//! layer-norm, attention, pack: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add);
+//! the "fused" one has them all, or those of `--fused`.
 //!
 //! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating. With
 //!    `--ort PKG` (cargo feature `ort`, `ORT_DYLIB_PATH` set), also layer 1 of PKG in ONNX Runtime, one thread, in
@@ -19,8 +19,8 @@
 //!    and the largest logit difference over every exit.
 //! 3. With `--chain`: each layer timed as the exit loop runs it (layers 1..L in turn, each exit in between), beside
 //!    layer 1 alone.
-//! 4. With `--profile`: layer 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation, wrapped),
-//!    mean ms per run summed by operator name; `--by-node` (implies `--profile`) lists each matmul node apart.
+//! 4. With `--profile`: layer 1 and exit 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation,
+//!    wrapped), mean ms per run summed by operator name, beside the plan's whole run; `--by-node` (implies `--profile`) lists each matmul node apart.
 //!
 //! Medians of interleaved runs, because the machine is shared: ratios within one run are the reliable part.
 
