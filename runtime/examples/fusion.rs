@@ -20,7 +20,8 @@
 //! 3. With `--chain`: each layer timed as the exit loop runs it (layers 1..L in turn, each exit in between), beside
 //!    layer 1 alone.
 //! 4. With `--profile`: layer 1 and exit 1 of each plan node by node at 16 and 64 tokens (tract's own evaluation,
-//!    wrapped), mean ms per run summed by operator name, beside the plan's whole run; `--by-node` (implies `--profile`) lists each matmul node apart.
+//!    wrapped), mean ms per run summed by operator name, beside the plan's whole run; `--by-node` (implies
+//!    `--profile`) lists each matmul node apart.
 //!
 //! Medians of interleaved runs, because the machine is shared: ratios within one run are the reliable part.
 
@@ -33,12 +34,15 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{eval, SimpleState};
 
+const USAGE: &str = "usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile|--by-node] [--chain] [--ort PKG] \
+                     [--baseline LIST] [--fused LIST]";
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// Mean milliseconds per run spent in each operator (by name) of a layer plan.
+/// Mean milliseconds per run spent in each operator (by name) of a stage plan.
 /// With `by_node`, matmuls are keyed by node too (which matmul costs what). The entry "(whole run)" is the
 /// plan's run from state creation to outputs: what it holds beyond the operators' sum is tract's own overhead.
 fn profile(
@@ -139,11 +143,11 @@ fn main() -> Result<()> {
             "--runs" => runs = args.next().context("--runs needs a number")?.parse()?,
             _ if package_dir.is_none() => package_dir = Some(PathBuf::from(a)),
             _ => {
-                bail!("usage: fusion PACKAGE_DIR [--data TSV] [--runs N] [--profile|--by-node] [--chain] [--baseline LIST] [--fused LIST]")
+                bail!(USAGE)
             }
         }
     }
-    let dir = package_dir.context("usage: fusion PACKAGE_DIR [--data TSV] [--runs N]")?;
+    let dir = package_dir.context(USAGE)?;
     let load = |fusion| -> Result<(Engine<TractBackend>, f64)> {
         let start = Instant::now();
         let package = Package::open(&dir)?;

@@ -298,7 +298,8 @@ fn einsum_inputs(model: &TypedModel, node: usize, axes: &str) -> Option<[OutletI
     }
 }
 
-/// Whether `node` is a softmax over the last axis of a rank-4 f32 tensor (tract's, or ours).
+/// Whether `node` is a softmax over the scores' last axis: tract's over axis 3, or our [`RowSoftmax`] (always the
+/// last axis; the einsums around it fix the rank at 4).
 fn is_last_axis_softmax(model: &TypedModel, node: usize) -> bool {
     let node = model.node(node);
     if node.op_is::<RowSoftmax>() {
@@ -308,14 +309,21 @@ fn is_last_axis_softmax(model: &TypedModel, node: usize) -> bool {
         .is_some_and(|s| s.kind == SoftmaxKind::Softmax && s.quant_output_dt.is_none() && s.axes.as_slice() == [3])
 }
 
+/// The two layouts tract's declutter leaves attention in: the context einsum's and the scores einsum's axes
+/// (canonical form), and the rank of q, k and v.
+const LAYOUTS: [(&str, &str, usize); 2] = [
+    // context = probs · v: [b, h, t, t'] × [b, t', h, d] → [b, t, h, d]; scores = q · kᵀ → [b, h, t, t']
+    ("abcd,adbe->acbe", "abcd,aecd->acbe", 4),
+    // the same with the batch axis dropped from q, k, v and the context (the f32 form)
+    ("abcd,dbe->cbe", "abc,dbc->ebad", 3),
+];
+
 /// The attention ending in the context einsum `end`, if it is one.
 fn matched(model: &TypedModel, end: usize) -> TractResult<Option<Found>> {
-    // context = probs · v: [b, h, t, t'] × [b, t', h, d] → [b, t, h, d], or without b on v and the context.
-    let (batched, probs, v) = if let Some([probs, v]) = einsum_inputs(model, end, "abcd,adbe->acbe") {
-        (true, probs, v)
-    } else if let Some([probs, v]) = einsum_inputs(model, end, "abcd,dbe->cbe") {
-        (false, probs, v)
-    } else {
+    let Some((scores_axes, rank, [probs, v])) = LAYOUTS
+        .iter()
+        .find_map(|&(context, scores, rank)| einsum_inputs(model, end, context).map(|pv| (scores, rank, pv)))
+    else {
         return Ok(None);
     };
     if !used_once(model, probs) || !is_last_axis_softmax(model, probs.node) {
@@ -327,19 +335,15 @@ fn matched(model: &TypedModel, end: usize) -> TractResult<Option<Found>> {
     if !used_once(model, masked_out) {
         return Ok(None);
     }
-    // scores = q · kᵀ: [b, t, h, d] × [b, t', h, d] (or [t, h, d] × [t', h, d]) → [b, h, t, t'], either side of
-    // the add.
-    let scores_axes = if batched { "abcd,aecd->acbe" } else { "abc,dbc->ebad" };
+    // The scores einsum, either side of the add; the mask the other.
     let Some((scores, mask, [q, k])) = [(added[0], added[1]), (added[1], added[0])].into_iter().find_map(|(s, m)| {
         einsum_inputs(model, s.node, scores_axes).filter(|_| used_once(model, s)).map(|qk| (s, m, qk))
     }) else {
         return Ok(None);
     };
-    let facts = [q, k, v, mask].map(|o| model.outlet_fact(o));
-    let [q_fact, k_fact, v_fact, mask_fact] = facts;
-    let (q_fact, k_fact, v_fact, mask_fact) = (q_fact?, k_fact?, v_fact?, mask_fact?);
+    let (q_fact, k_fact, v_fact) = (model.outlet_fact(q)?, model.outlet_fact(k)?, model.outlet_fact(v)?);
+    let mask_fact = model.outlet_fact(mask)?;
     let f32s = [q_fact, k_fact, v_fact, mask_fact].iter().all(|f| f.datum_type == f32::datum_type());
-    let rank = if batched { 4 } else { 3 };
     let same = q_fact.rank() == rank && k_fact.shape == q_fact.shape && v_fact.shape == q_fact.shape;
     if !f32s || !same || mask_fact.rank() != 4 {
         return Ok(None);
@@ -347,7 +351,7 @@ fn matched(model: &TypedModel, end: usize) -> TractResult<Option<Found>> {
     // The mask adds one value per key, the same for every head and query (so the add does not broaden the scores).
     let (shape, m) = (&q_fact.shape, &mask_fact.shape);
     let one = TDim::from(1);
-    let (batch, tokens) = if batched { (&shape[0], &shape[1]) } else { (&one, &shape[0]) };
+    let (batch, tokens) = if rank == 4 { (&shape[0], &shape[1]) } else { (&one, &shape[0]) };
     let per_key = (m[0] == one || &m[0] == batch) && m[1] == one && m[2] == one && &m[3] == tokens;
     if !per_key || model.outlet_fact(masked_out)?.shape != model.outlet_fact(scores)?.shape {
         return Ok(None);

@@ -3,8 +3,8 @@
 //! The package files stay standard ONNX (ONNX Runtime runs them, and a package exported before these rewrites
 //! gets them without re-export); only the plan tract builds at load differs. The quantization and rescale
 //! rewrites compute bit for bit what the subgraphs they replace compute; the softmax, GELU, layer-norm and attention
-//! rewrites change the last bits (see [`softmax`], [`gelu`], [`layer_norm`], [`attention`]). `tests/fused_stages.rs` checks every one of them
-//! against the plain graphs.
+//! rewrites change the last bits (see [`softmax`], [`gelu`], [`layer_norm`], [`attention`]). `tests/fused_stages.rs`
+//! checks every one of them against the plain graphs.
 
 pub mod attention;
 pub mod gelu;
@@ -104,6 +104,8 @@ pub fn apply(model: &mut TypedModel, fusion: Fusion) -> TractResult<Fused> {
     if fusion.layer_norm {
         fused.layer_norms = layer_norm::fuse(model)?;
     }
+    // After the softmax rewrite, so that a softmax outside an attention still gets it; an attention's RowSoftmax
+    // (counted in `softmaxes`) is then taken into the Attention op, which computes rows the same way.
     if fusion.attention {
         fused.attentions = attention::fuse(model)?;
     }
