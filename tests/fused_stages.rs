@@ -12,6 +12,7 @@
 //!   Portable-numerics packages have no softmax, erf or layer-norm operator, so with every fusion they still answer
 //!   bit for bit — and so do x86 and aarch64.
 
+use cosee_runtime::fused::linear::kernel_available;
 use cosee_runtime::fused::Fusion;
 use cosee_runtime::manifest::{Numerics, QuantScheme};
 use cosee_runtime::{Engine, ExitSignal, Input, Package, Task, TractBackend};
@@ -100,6 +101,9 @@ fn every_int8_form_fuses_its_quantizations_bit_for_bit() {
         // output is split before it).
         let rescales = if options.rescale == Int8Rescale::Sequential { 6 * layers } else { 0 };
         assert_eq!(counts.rescales, rescales, "{options:?}");
+        // Each of those output stages with its matmul as one Int8Linear, where the CPU has the kernel.
+        let linears = if kernel_available() { rescales } else { 0 };
+        assert_eq!(counts.linears, linears, "{options:?}");
         assert_eq!(plain.backend().fused().unwrap(), Default::default());
         assert_eq!(max_difference(&fused, &plain), 0.0, "{options:?}");
     }
@@ -139,12 +143,18 @@ fn the_shipped_model_fuses_and_answers_as_before() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/sst2-minilm-l6");
     let plain = engine(&shipped, Fusion::NONE);
     let quantized = engine(&shipped, QUANTIZE_ONLY);
-    assert_eq!(quantized.backend().fused().unwrap().quantizers, 4 * quantized.num_layers());
-    assert_eq!(quantized.backend().fused().unwrap().rescales, 6 * quantized.num_layers());
-    // Every int8 matmul of a layer reads activations packed by PackI8K4 (one packing can serve several matmuls).
-    let packs = quantized.backend().fused().unwrap().packs;
-    assert!(packs >= 4 * quantized.num_layers(), "{packs} packings replaced");
+    let counts = quantized.backend().fused().unwrap();
+    let layers = quantized.num_layers();
+    assert_eq!(counts.quantizers, 4 * layers);
+    assert_eq!(counts.rescales, 6 * layers);
+    assert_eq!(counts.linears, if kernel_available() { 6 * layers } else { 0 });
     assert_eq!(max_difference(&quantized, &plain), 0.0);
+    // With tract's matmuls (every CPU without our kernel), each reads activations packed by PackI8K4 (one
+    // packing can serve several matmuls).
+    let tract_matmuls = engine(&shipped, Fusion { linear: false, ..QUANTIZE_ONLY });
+    let packs = tract_matmuls.backend().fused().unwrap().packs;
+    assert!(packs >= 4 * layers, "{packs} packings replaced");
+    assert_eq!(max_difference(&tract_matmuls, &plain), 0.0);
     let fused = engine(&shipped, Fusion::ALL);
     let counts = fused.backend().fused().unwrap();
     assert_eq!(counts.softmaxes, fused.num_layers());

@@ -1,14 +1,15 @@
 //! Load-time rewrites of a package's standard ONNX stage graphs into faster tract operators of our own.
 //!
 //! The package files stay standard ONNX (ONNX Runtime runs them, and a package exported before these rewrites
-//! gets them without re-export); only the plan tract builds at load differs. The quantization and rescale
-//! rewrites compute bit for bit what the subgraphs they replace compute; the softmax, GELU, layer-norm and attention
+//! gets them without re-export); only the plan tract builds at load differs. The quantization, rescale, int8 linear
+//! and packing rewrites compute bit for bit what the subgraphs they replace compute; the softmax, GELU, layer-norm and attention
 //! rewrites change the last bits (see [`softmax`], [`gelu`], [`layer_norm`], [`attention`]). `tests/fused_stages.rs`
 //! checks every one of them against the plain graphs.
 
 pub mod attention;
 pub mod gelu;
 pub mod layer_norm;
+pub mod linear;
 pub mod pack;
 pub mod quantize;
 pub mod rescale;
@@ -32,6 +33,9 @@ pub struct Fusion {
     pub gelu: bool,
     /// A residual add and the layer norm after it into [`layer_norm::AddLayerNorm`] (last-bit differences).
     pub layer_norm: bool,
+    /// Each int8 matmul and its output stage into [`linear::Int8Linear`] where the CPU has its kernel (exact).
+    /// Needs `quantize`: it takes the fused output stage in.
+    pub linear: bool,
     /// Each layer's attention (scores, mask, softmax, weighted values) into [`attention::Attention`] (last-bit
     /// differences).
     pub attention: bool,
@@ -41,11 +45,18 @@ pub struct Fusion {
 
 impl Fusion {
     pub const ALL: Self =
-        Self { quantize: true, softmax: true, gelu: true, layer_norm: true, attention: true, pack: true };
-    pub const NONE: Self =
-        Self { quantize: false, softmax: false, gelu: false, layer_norm: false, attention: false, pack: false };
+        Self { quantize: true, softmax: true, gelu: true, layer_norm: true, linear: true, attention: true, pack: true };
+    pub const NONE: Self = Self {
+        quantize: false,
+        softmax: false,
+        gelu: false,
+        layer_norm: false,
+        linear: false,
+        attention: false,
+        pack: false,
+    };
     /// Only the rewrites that keep every value bit for bit.
-    pub const EXACT: Self = Self { quantize: true, pack: true, ..Self::NONE };
+    pub const EXACT: Self = Self { quantize: true, linear: true, pack: true, ..Self::NONE };
 }
 
 impl Default for Fusion {
@@ -67,6 +78,9 @@ pub struct Fused {
     pub gelus: usize,
     /// Layer norms now [`layer_norm::AddLayerNorm`] (with or without the residual add before them).
     pub layer_norms: usize,
+    /// int8 matmuls with their output stage now one [`linear::Int8Linear`] each (their output stages are also
+    /// counted in `rescales`, and their GELUs in `gelus`).
+    pub linears: usize,
     /// Attentions now [`attention::Attention`].
     pub attentions: usize,
     /// int8 activation packings now [`pack::PackI8K4`] (counted after codegen, by [`apply_after_codegen`]).
@@ -82,6 +96,7 @@ impl std::ops::Add for Fused {
             softmaxes: self.softmaxes + other.softmaxes,
             gelus: self.gelus + other.gelus,
             layer_norms: self.layer_norms + other.layer_norms,
+            linears: self.linears + other.linears,
             attentions: self.attentions + other.attentions,
             packs: self.packs + other.packs,
         }
@@ -97,6 +112,10 @@ pub fn apply(model: &mut TypedModel, fusion: Fusion) -> TractResult<Fused> {
     }
     if fusion.gelu {
         fused.gelus = gelu::fuse(model)?;
+    }
+    // After the GELU fold, so that the FFN's first linear layer takes its GELU along.
+    if fusion.linear && fusion.quantize {
+        fused.linears = linear::fuse(model)?;
     }
     if fusion.softmax {
         fused.softmaxes = softmax::fuse(model)?;

@@ -35,7 +35,7 @@ impl Eq for RescaleInt8 {}
 
 impl RescaleInt8 {
     /// One token's outputs from its accumulators.
-    fn row(&self, acc: &[i32], token_scale: f32, out: &mut [f32]) {
+    pub(super) fn row(&self, acc: &[i32], token_scale: f32, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
