@@ -1,5 +1,6 @@
 //! The int8 linear layer as one operator: the matmul on weights packed once at load, its output stage (the
-//! rescale, the bias and a folded GELU) applied to the accumulators while they are still in registers.
+//! rescale, the bias and a folded GELU) applied to the sums as they leave the kernel (from registers, or with AMX
+//! from a 4 KB tile store still in L1), no i32 tensor in between.
 //!
 //! After [`super::quantize`] and [`super::rescale`] a linear layer of an int8 package is
 //! `QuantizePerToken → EinSum (s8 × s8 → i32) → RescaleInt8`. tract then runs the matmul with its own int8 kernel:
@@ -8,15 +9,24 @@
 //! the inner loop (`vpdpbusd` multiplies unsigned by signed bytes), which ONNX Runtime's kernels do not: the
 //! matmuls were half of an early-exit run on a Zen 4 (issue 13's profile, docs/ort-side-by-side.md).
 //!
-//! [`Int8Linear`] replaces the `EinSum → RescaleInt8` pair where the CPU has AVX-512 VNNI. The activation bytes
-//! get their +128 once per row (a copy of a few KB); the weights are packed at load in panels of 64 output channels,
-//! four input channels per 32-bit lane, with the per-channel correction `128 · Σₖ W[k][n]` computed once; a tile of
-//! up to 6 tokens × 64 channels accumulates in 24 zmm registers and leaves through the output stage of
-//! [`super::rescale::RescaleInt8`] with the same f32 operations in the same order. The integer sums are exact, so
-//! the outputs are the unfused plan's bit for bit (the rewrite is in [`super::Fusion::EXACT`]).
+//! [`Int8Linear`] replaces the `EinSum → RescaleInt8` pair where the CPU has one of our kernels. The weights are
+//! packed once at load, in panels of 16 output channels whose rows are four input channels of each (64 bytes: a zmm
+//! operand of `vpdpbusd`, a row of an AMX weight tile). The sums are exact integers whichever kernel computes them,
+//! and leave through [`super::rescale::RescaleInt8`]'s output stage with the same f32 operations in the same order,
+//! so the outputs are the unfused plan's bit for bit (the rewrite is in [`super::Fusion::EXACT`]):
 //!
-//! Elsewhere (aarch64, x86 without AVX-512 VNNI) the rewrite does not apply and tract's kernels run; the op
-//! still evaluates there (a plain loop, for tests and for plans moved between machines).
+//! - **AMX** (Intel Xeon from Sapphire Rapids, Linux): blocks of 16 tokens × 64 channels in four accumulator tiles,
+//!   each step a 16 × 64-byte tile of activations (s8 as they are: `tdpbssd` multiplies signed by signed) against
+//!   four weight tiles read straight from the panels. On a Xeon with AMX (2026-12-07) 0.93–1.05 int8 TMAC/s on
+//!   the layer's shapes at 16 and 64 tokens, against 0.29–0.32 for the VNNI kernel and tract's AMX path at a layer
+//!   1.6× slower than ours.
+//! - **AVX-512 VNNI** (Intel from Ice Lake, AMD from Zen 4): the activation bytes get their +128 once per row (a copy
+//!   of a few KB, where tract's kernels add it inside their loop), the per-channel correction `128 · Σₖ W[k][n]` is
+//!   computed at load, and a register tile of up to 12 tokens × 32 channels accumulates in 24 zmm registers.
+//!
+//! Elsewhere (aarch64, x86 without AVX-512 VNNI) the rewrite does not apply and tract's kernels run; the op still
+//! evaluates there (a plain loop, for tests and for plans moved between machines). [`KERNEL_VAR`] picks a kernel
+//! (or tract's) by hand, for measuring one against another.
 
 use std::sync::Arc;
 
@@ -26,23 +36,26 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::rescale::RescaleInt8;
 
-/// Output channels per packed panel: four zmm vectors of 16 i32 lanes.
-const PANEL: usize = 64;
-/// Tokens per register tile: 6 × 4 accumulators, 4 weight vectors and a broadcast in 32 zmm registers.
-const TILE_ROWS: usize = 6;
+/// Output channels per packed panel: one zmm vector of 16 i32 lanes, one AMX tile's columns.
+const PANEL: usize = 16;
+/// Groups of four input channels per AMX tile row (64 bytes): panels are padded to whole tiles of K.
+const TILE_GROUPS: usize = 16;
 
-/// A `[k, n]` s8 weight matrix laid out for the kernel: per panel of [`PANEL`] output channels, per group of four
-/// input channels, the four bytes of each channel next to each other (`vpdpbusd`'s operand layout). Channels and
-/// input rows past the matrix's edge are zero.
+/// A `[k, n]` s8 weight matrix laid out for the kernels: per panel of [`PANEL`] output channels, per group of four
+/// input channels, the four bytes of each channel next to each other (64 bytes: one zmm operand of `vpdpbusd`, one
+/// row of an AMX B tile). Channels and input rows past the matrix's edge are zero.
 #[derive(PartialEq, Eq)]
 pub struct PackedWeights {
     k: usize,
     n: usize,
     /// Groups of four input channels (`⌈k / 4⌉`).
     groups: usize,
-    /// `panels × groups × PANEL × 4` bytes, 64-byte aligned.
+    /// `groups` rounded up to whole AMX tiles ([`TILE_GROUPS`]): the stride of a panel, in 64-byte lines.
+    panel_lines: usize,
+    /// `panels × panel_lines` lines.
     data: Vec<CacheLine>,
-    /// Per output channel (padded to whole panels): `128 · Σₖ W[k][n]`, what the +128 on the activations adds.
+    /// Per output channel (padded to whole panels): `128 · Σₖ W[k][n]`, what the +128 on the activations of the
+    /// VNNI kernel adds.
     correction: Vec<i32>,
     /// The weights as given (`[k, n]`, row-major), for the portable loop.
     plain: Vec<i8>,
@@ -64,25 +77,29 @@ impl PackedWeights {
     pub fn new(w: &[i8], k: usize, n: usize) -> TractResult<Self> {
         ensure!(w.len() == k * n && k > 0 && n > 0, "Int8Linear: {} weights for [{k}, {n}]", w.len());
         let groups = k.div_ceil(4);
+        let panel_lines = groups.div_ceil(TILE_GROUPS) * TILE_GROUPS;
         let panels = n.div_ceil(PANEL);
-        let bytes_per_panel = groups * PANEL * 4;
-        let mut bytes = vec![0u8; panels * bytes_per_panel];
+        let mut data = vec![CacheLine([0; 64]); panels * panel_lines];
         for kk in 0..k {
             for c in 0..n {
-                let (panel, lane) = (c / PANEL, c % PANEL);
-                bytes[panel * bytes_per_panel + (kk / 4) * PANEL * 4 + lane * 4 + kk % 4] = w[kk * n + c] as u8;
+                let line = &mut data[(c / PANEL) * panel_lines + kk / 4];
+                line.0[(c % PANEL) * 4 + kk % 4] = w[kk * n + c] as u8;
             }
         }
-        let data = bytes.chunks_exact(64).map(|line| CacheLine(line.try_into().expect("64-byte chunks"))).collect();
         let mut correction = vec![0i32; panels * PANEL];
         for (c, sum) in correction.iter_mut().take(n).enumerate() {
             *sum = 128 * (0..k).map(|kk| w[kk * n + c] as i32).sum::<i32>();
         }
-        Ok(Self { k, n, groups, data, correction, plain: w.to_vec() })
+        Ok(Self { k, n, groups, panel_lines, data, correction, plain: w.to_vec() })
     }
 
     fn panels(&self) -> usize {
         self.correction.len() / PANEL
+    }
+
+    /// The first byte of panel `p`.
+    fn panel(&self, p: usize) -> *const u8 {
+        self.data[p * self.panel_lines..].as_ptr() as *const u8
     }
 }
 
@@ -102,9 +119,50 @@ impl PartialEq for Int8Linear {
 
 impl Eq for Int8Linear {}
 
-/// Whether this CPU has the kernel: AVX-512 (F, BW) with VNNI, and FMA for the GELU's polynomials (as
-/// [`RescaleInt8`] uses them where AVX2 and FMA exist, so that both stages compute the same bits).
+/// Which of our kernels runs the matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AMX tiles (`tdpbssd`, s8 × s8, 16 tokens × 64 channels per step), the output stage in AVX-512: Intel Xeon
+    /// from Sapphire Rapids on, on Linux (the process asks the kernel for the tile state once).
+    Amx,
+    /// AVX-512 VNNI (`vpdpbusd`, +128 on the activations): Intel from Ice Lake, AMD from Zen 4.
+    Avx512Vnni,
+}
+
+/// The environment variable that picks the kernel (`amx`, `vnni`) or keeps tract's matmuls (`tract`) whatever
+/// the CPU: for measuring one against another. A kernel the CPU lacks is not taken.
+pub const KERNEL_VAR: &str = "COSEE_INT8_KERNEL";
+
+/// The kernel [`Int8Linear`] runs on this CPU, if any (decided once per process): AMX where the CPU and the
+/// operating system allow it, else AVX-512 VNNI. Both need AVX-512 (F, BW) for the output stage and FMA for the
+/// GELU's polynomials ([`RescaleInt8`] uses them where AVX2 and FMA exist, so that both compute the same bits).
+pub fn kernel() -> Option<Kernel> {
+    static KERNEL: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let wanted = std::env::var(KERNEL_VAR).ok();
+        let pick = |k: &str| wanted.as_deref().is_none_or(|w| w == k);
+        if !avx512_vnni() {
+            return None;
+        }
+        if pick("amx") && amx_tiles() {
+            return Some(Kernel::Amx);
+        }
+        pick("vnni").then_some(Kernel::Avx512Vnni)
+    })
+}
+
+/// Whether this CPU (and OS) can run `kernel`, whether or not [`kernel`] picked it.
+#[cfg(test)]
+fn kernel_runs_here(kernel: Kernel) -> bool {
+    avx512_vnni() && (kernel == Kernel::Avx512Vnni || amx_tiles())
+}
+
+/// Whether this CPU runs one of our kernels.
 pub fn kernel_available() -> bool {
+    kernel().is_some()
+}
+
+fn avx512_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
@@ -115,13 +173,39 @@ pub fn kernel_available() -> bool {
     false
 }
 
+/// Whether the CPU has AMX tiles with int8 products (CPUID leaf 7: EDX bits 24 and 25) and Linux grants this
+/// process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`; tract asks the same).
+fn amx_tiles() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let (max_leaf, leaf7) = (std::arch::x86_64::__cpuid(0).eax, std::arch::x86_64::__cpuid_count(7, 0));
+        if max_leaf < 7 || leaf7.edx & (0b11 << 24) != 0b11 << 24 {
+            return false;
+        }
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: a plain system call with integer arguments; it only changes this process's permissions.
+        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
+}
+
 impl Int8Linear {
     /// The outputs of `rows` tokens (`q` `rows × k`, `scales` one per token) into `out` (`rows × n`).
     fn run(&self, q: &[i8], scales: &[f32], out: &mut [f32]) {
+        self.run_on(kernel(), q, scales, out)
+    }
+
+    /// [`Self::run`] on `kernel`, which must be one this CPU runs ([`kernel_runs_here`]).
+    fn run_on(&self, kernel: Option<Kernel>, q: &[i8], scales: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if kernel_available() {
-            // SAFETY: the CPU has every feature the kernel is compiled for, checked just above.
-            return unsafe { avx512::run(&self.weights, &self.stage, q, scales, out) };
+        match kernel {
+            // SAFETY: the caller checked that the CPU has every feature the kernel is compiled for (and, for AMX,
+            // that the OS gave this process the tile state).
+            Some(Kernel::Amx) => return unsafe { amx::run(&self.weights, &self.stage, q, scales, out) },
+            Some(Kernel::Avx512Vnni) => return unsafe { vnni::run(&self.weights, &self.stage, q, scales, out) },
+            None => {}
         }
         self.run_portable(q, scales, out)
     }
@@ -142,12 +226,54 @@ impl Int8Linear {
     }
 }
 
+/// The output stage on 16 exact sums of one token, as [`RescaleInt8`] computes it (its operations in its order:
+/// `((acc as f32) · w_scale) · x_scale + bias`), for both kernels.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{PackedWeights, RescaleInt8, PANEL, TILE_ROWS};
+mod stage {
     use std::arch::x86_64::*;
 
-    /// See [`super::Int8Linear::run`]. The caller checks [`super::kernel_available`].
+    /// Stores the first `columns` (≤ 16) outputs of `exact` at `out`; `weight_scale` and `bias` point at the same
+    /// channels.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn output16(
+        exact: __m512i,
+        weight_scale: *const f32,
+        bias: *const f32,
+        token_scale: __m512,
+        out: *mut f32,
+        columns: usize,
+    ) {
+        let mask: __mmask16 = if columns >= 16 { 0xffff } else { (1u16 << columns) - 1 };
+        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_loadu_ps(weight_scale));
+        let y = _mm512_add_ps(_mm512_mul_ps(y, token_scale), _mm512_loadu_ps(bias));
+        _mm512_mask_storeu_ps(out, mask, y);
+    }
+
+    /// The GELU folded into the stage, on `rows` rows of `columns` outputs from `out` (row stride `stride`).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn gelu(out: *mut f32, stride: usize, rows: usize, columns: usize) {
+        for r in 0..rows {
+            for o in std::slice::from_raw_parts_mut(out.add(r * stride), columns) {
+                *o = crate::fused::gelu::gelu::<true>(*o);
+            }
+        }
+    }
+}
+
+/// The AVX-512 VNNI kernel: register tiles of up to [`vnni::TILE_ROWS`] tokens × two panels.
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{stage, PackedWeights, RescaleInt8, PANEL};
+    use std::arch::x86_64::*;
+
+    /// Tokens per register tile: 12 × 2 accumulators, two weight vectors and a broadcast in 32 zmm registers.
+    pub(super) const TILE_ROWS: usize = 12;
+    /// Panels per register tile.
+    const PANELS: usize = 2;
+
+    /// See [`super::Int8Linear::run`]. The caller checks [`super::kernel`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
     pub(super) unsafe fn run(w: &PackedWeights, stage: &RescaleInt8, q: &[i8], scales: &[f32], out: &mut [f32]) {
         let (k, n, groups) = (w.k, w.n, w.groups);
@@ -162,18 +288,18 @@ mod avx512 {
                 *d = s as u8 ^ 0x80;
             }
         }
-        let panel_lines = groups * 4;
-        for panel in 0..w.panels() {
-            let b = w.data.as_ptr().add(panel * panel_lines) as *const u8;
+        let panels = w.panels();
+        for panel in (0..panels).step_by(PANELS) {
+            let pair = (panels - panel).min(PANELS);
             let first = panel * PANEL;
-            let columns = (n - first).min(PANEL);
+            let columns = (n - first).min(PANEL * PANELS);
             let mut row = 0;
             while row < rows {
                 let tile = (rows - row).min(TILE_ROWS);
                 let at = Tile {
                     a: a.as_ptr().add(row * stride),
                     a_stride: stride,
-                    b,
+                    b: [w.panel(panel), w.panel(panel + pair - 1)],
                     groups,
                     correction: w.correction.as_ptr().add(first),
                     weight_scale: stage.weight_scale.as_ptr().add(first),
@@ -183,31 +309,35 @@ mod avx512 {
                     out_stride: n,
                     columns,
                 };
-                match tile {
-                    6 => at.run::<6>(),
-                    5 => at.run::<5>(),
-                    4 => at.run::<4>(),
-                    3 => at.run::<3>(),
-                    2 => at.run::<2>(),
-                    _ => at.run::<1>(),
+                if pair == 2 {
+                    tile_rows!(at, tile, 2; 1 2 3 4 5 6 7 8 9 10 11 12);
+                } else {
+                    tile_rows!(at, tile, 1; 1 2 3 4 5 6 7 8 9 10 11 12);
                 }
                 if stage.gelu {
-                    for r in row..row + tile {
-                        for o in &mut out[r * n + first..r * n + first + columns] {
-                            *o = crate::fused::gelu::gelu::<true>(*o);
-                        }
-                    }
+                    stage::gelu(at.out, n, tile, columns);
                 }
                 row += tile;
             }
         }
     }
 
-    /// One register tile's operands: up to [`TILE_ROWS`] tokens against one panel.
+    /// `at.run::<R, V>()` for `R` = `rows`, one of the listed counts.
+    macro_rules! tile_rows {
+        ($at:ident, $rows:expr, $v:literal; $($r:literal)*) => {
+            match $rows {
+                $($r => $at.run::<$r, $v>(),)*
+                _ => unreachable!("a tile of {} rows", $rows),
+            }
+        };
+    }
+    use tile_rows;
+
+    /// One register tile's operands: up to [`TILE_ROWS`] tokens against one or two panels.
     struct Tile {
         a: *const u8,
         a_stride: usize,
-        b: *const u8,
+        b: [*const u8; PANELS],
         groups: usize,
         correction: *const i32,
         weight_scale: *const f32,
@@ -215,53 +345,143 @@ mod avx512 {
         token_scale: *const f32,
         out: *mut f32,
         out_stride: usize,
-        /// Output channels of this panel inside the matrix (the last panel may be partial).
+        /// Output channels of these panels inside the matrix (the last panel may be partial).
         columns: usize,
     }
 
     impl Tile {
-        /// `R` tokens × 64 channels: the sums in 4·R registers, then the output stage on them. Stores only the
-        /// `columns` channels that exist.
+        /// `R` tokens × `V` panels: the sums in R·V registers, then the output stage on them.
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
         #[inline]
-        unsafe fn run<const R: usize>(&self) {
-            let mut acc = [[_mm512_setzero_si512(); 4]; R];
-            let mut b = self.b;
+        unsafe fn run<const R: usize, const V: usize>(&self) {
+            let mut acc = [[_mm512_setzero_si512(); V]; R];
             let mut a = self.a;
-            for _ in 0..self.groups {
-                let w = [
-                    _mm512_load_si512(b as *const __m512i),
-                    _mm512_load_si512(b.add(64) as *const __m512i),
-                    _mm512_load_si512(b.add(128) as *const __m512i),
-                    _mm512_load_si512(b.add(192) as *const __m512i),
-                ];
+            for g in 0..self.groups {
+                let w: [__m512i; V] =
+                    std::array::from_fn(|j| _mm512_load_si512(self.b[j].add(64 * g) as *const __m512i));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_epi32((a.add(r * self.a_stride) as *const i32).read_unaligned());
                     for (acc, &w) in acc.iter_mut().zip(&w) {
                         *acc = _mm512_dpbusd_epi32(*acc, x, w);
                     }
                 }
-                b = b.add(PANEL * 4);
                 a = a.add(4);
             }
-            // The output stage of RescaleInt8, in its order: ((acc as f32) · w_scale) · x_scale + bias.
             for (r, acc) in acc.iter().enumerate() {
                 let token_scale = _mm512_set1_ps(*self.token_scale.add(r));
-                let out = self.out.add(r * self.out_stride);
                 for (j, &acc) in acc.iter().enumerate() {
-                    let first = j * 16;
-                    if first >= self.columns {
-                        break;
-                    }
-                    let left = self.columns - first;
-                    let mask: __mmask16 = if left >= 16 { 0xffff } else { (1u16 << left) - 1 };
+                    let first = j * PANEL;
                     let exact = _mm512_sub_epi32(acc, _mm512_loadu_si512(self.correction.add(first) as *const __m512i));
-                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_loadu_ps(self.weight_scale.add(first)));
-                    let y = _mm512_add_ps(_mm512_mul_ps(y, token_scale), _mm512_loadu_ps(self.bias.add(first)));
-                    _mm512_mask_storeu_ps(out.add(first), mask, y);
+                    stage::output16(
+                        exact,
+                        self.weight_scale.add(first),
+                        self.bias.add(first),
+                        token_scale,
+                        self.out.add(r * self.out_stride + first),
+                        self.columns - first,
+                    );
                 }
             }
         }
+    }
+}
+
+/// The AMX kernel: per block of 16 tokens and 4 panels, four i32 tiles of 16 × 16 sums, each step a 16 × 64-byte
+/// tile of activations (read in place from a copy padded to whole tiles) against four 16 × 64-byte tiles of weights
+/// (the packed panels as they are); the sums then leave through the AVX-512 output stage.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::{stage, CacheLine, PackedWeights, RescaleInt8, PANEL, TILE_GROUPS};
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    /// Tokens per tile (AMX's 16 rows).
+    const TILE_ROWS: usize = 16;
+    /// Panels per block: accumulator tiles tmm0–tmm3.
+    const PANELS: usize = 4;
+
+    /// The tile configuration (palette 1): every tile 16 rows of 64 bytes. tmm0–3 accumulate, tmm4 holds the
+    /// activations, tmm5–7 the weights.
+    fn config() -> CacheLine {
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        for tile in 0..8 {
+            cfg[16 + 2 * tile] = 64; // bytes per row (u16, little-endian)
+            cfg[48 + tile] = 16; // rows
+        }
+        CacheLine(cfg)
+    }
+
+    /// See [`super::Int8Linear::run`]. The caller checks [`super::kernel`].
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub(super) unsafe fn run(w: &PackedWeights, stage: &RescaleInt8, q: &[i8], scales: &[f32], out: &mut [f32]) {
+        let (k, n) = (w.k, w.n);
+        let rows = scales.len();
+        debug_assert!(q.len() == rows * k && out.len() == rows * n);
+        // The activations padded to whole tiles: rows to 16, each row to the panels' K (zero bytes, zero weights).
+        let stride = w.panel_lines * 4;
+        let blocks = rows.div_ceil(TILE_ROWS);
+        let mut a = vec![0i8; blocks * TILE_ROWS * stride];
+        for (dst, src) in a.chunks_exact_mut(stride).zip(q.chunks_exact(k)) {
+            dst[..k].copy_from_slice(src);
+        }
+        let steps = w.panel_lines / TILE_GROUPS;
+        let mut sums = [[0i32; TILE_ROWS * PANEL]; PANELS];
+        let cfg = config();
+        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        let panels = w.panels();
+        for block in 0..blocks {
+            let tokens = (rows - block * TILE_ROWS).min(TILE_ROWS);
+            for panel in (0..panels).step_by(PANELS) {
+                let count = (panels - panel).min(PANELS);
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                for step in 0..steps {
+                    let x = a.as_ptr().add(block * TILE_ROWS * stride + step * 64);
+                    asm!("tileloadd tmm4, [{x} + {s}*1]", x = in(reg) x, s = in(reg) stride, options(nostack, readonly));
+                    let b = |j: usize| w.panel(panel + j).add(step * TILE_GROUPS * 64);
+                    asm!("tileloadd tmm5, [{b} + {s}*1]", "tdpbssd tmm0, tmm4, tmm5", b = in(reg) b(0), s = in(reg) 64usize,
+                        options(nostack, readonly));
+                    if count > 1 {
+                        asm!("tileloadd tmm6, [{b} + {s}*1]", "tdpbssd tmm1, tmm4, tmm6", b = in(reg) b(1),
+                            s = in(reg) 64usize, options(nostack, readonly));
+                    }
+                    if count > 2 {
+                        asm!("tileloadd tmm7, [{b} + {s}*1]", "tdpbssd tmm2, tmm4, tmm7", b = in(reg) b(2),
+                            s = in(reg) 64usize, options(nostack, readonly));
+                    }
+                    if count > 3 {
+                        asm!("tileloadd tmm5, [{b} + {s}*1]", "tdpbssd tmm3, tmm4, tmm5", b = in(reg) b(3),
+                            s = in(reg) 64usize, options(nostack, readonly));
+                    }
+                }
+                let s = PANEL * 4;
+                asm!("tilestored [{c} + {s}*1], tmm0", c = in(reg) sums[0].as_mut_ptr(), s = in(reg) s, options(nostack));
+                asm!("tilestored [{c} + {s}*1], tmm1", c = in(reg) sums[1].as_mut_ptr(), s = in(reg) s, options(nostack));
+                asm!("tilestored [{c} + {s}*1], tmm2", c = in(reg) sums[2].as_mut_ptr(), s = in(reg) s, options(nostack));
+                asm!("tilestored [{c} + {s}*1], tmm3", c = in(reg) sums[3].as_mut_ptr(), s = in(reg) s, options(nostack));
+                let first = panel * PANEL;
+                let columns = (n - first).min(PANEL * count);
+                for r in 0..tokens {
+                    let row = block * TILE_ROWS + r;
+                    let token_scale = _mm512_set1_ps(scales[row]);
+                    for (j, sums) in sums.iter().enumerate().take(count) {
+                        let at = first + j * PANEL;
+                        stage::output16(
+                            _mm512_loadu_si512(sums[r * PANEL..].as_ptr() as *const __m512i),
+                            stage.weight_scale.as_ptr().add(at),
+                            stage.bias.as_ptr().add(at),
+                            token_scale,
+                            out.as_mut_ptr().add(row * n + at),
+                            columns - j * PANEL,
+                        );
+                    }
+                }
+                if stage.gelu {
+                    stage::gelu(out.as_mut_ptr().add(block * TILE_ROWS * n + first), n, tokens, columns);
+                }
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
     }
 }
 
@@ -451,21 +671,33 @@ mod tests {
         }
     }
 
-    /// The dispatched kernel (AVX-512 VNNI where the CPU has it) against the sums by hand and the output stage's
-    /// own row, bit for bit, across tile and panel edges: tokens 1…13 (tiles of 6 and their rest), input channels
-    /// not a multiple of four, output channels not a multiple of 64; the extreme activations -128 and 127 included.
+    /// Every kernel this CPU runs (and the portable loop) against the sums by hand and the output stage's own
+    /// row, bit for bit, across tile and panel edges: tokens 1…33 (VNNI tiles of 12, AMX tiles of 16, and their
+    /// rests), input channels not a multiple of four or of 64, output channels not a multiple of 16 or 64; the
+    /// extreme activations -128 and 127 included.
     #[test]
-    fn the_kernel_equals_the_sums_and_the_output_stage_bit_for_bit() {
-        for (k, n) in [(4, 16), (7, 20), (384, 64), (384, 130), (1536, 64), (33, 200)] {
+    fn every_kernel_equals_the_sums_and_the_output_stage_bit_for_bit() {
+        let kernels: Vec<Option<Kernel>> = [None, Some(Kernel::Avx512Vnni), Some(Kernel::Amx)]
+            .into_iter()
+            .filter(|k| k.is_none_or(kernel_runs_here))
+            .collect();
+        println!("kernels: {kernels:?}");
+        for kernel in kernels {
+            check_kernel(kernel);
+        }
+    }
+
+    fn check_kernel(kernel: Option<Kernel>) {
+        for (k, n) in [(4, 16), (7, 20), (384, 64), (384, 130), (1536, 64), (33, 200), (100, 48)] {
             for gelu in [false, true] {
                 let op = op(k, n, gelu);
-                for rows in [1, 2, 5, 6, 7, 12, 13] {
+                for rows in [1, 2, 5, 12, 13, 16, 17, 33] {
                     let mut q: Vec<i8> = (0..rows * k).map(|i| s8(i * 17 + 3)).collect();
                     q[0] = -128;
                     q[rows * k - 1] = 127;
                     let scales: Vec<f32> = (0..rows).map(|r| 0.01 + r as f32 * 1e-3).collect();
                     let mut out = vec![0f32; rows * n];
-                    op.run(&q, &scales, &mut out);
+                    op.run_on(kernel, &q, &scales, &mut out);
                     let w = &op.weights.plain;
                     for r in 0..rows {
                         let acc: Vec<i32> = (0..n)
@@ -477,19 +709,15 @@ mod tests {
                             assert_eq!(
                                 out[r * n + c].to_bits(),
                                 expected[c].to_bits(),
-                                "k {k}, n {n}, gelu {gelu}, row {r} of {rows}, channel {c}: {} vs {}",
+                                "{kernel:?}: k {k}, n {n}, gelu {gelu}, row {r} of {rows}, channel {c}: {} vs {}",
                                 out[r * n + c],
                                 expected[c]
                             );
                         }
                     }
-                    let mut portable = vec![0f32; rows * n];
-                    op.run_portable(&q, &scales, &mut portable);
-                    assert_eq!(portable, out);
                 }
             }
         }
-        println!("kernel available: {}", kernel_available());
     }
 
     /// Only `q · W` is a linear layer: a transposed W, a summed batch axis or an output in another order is not.
