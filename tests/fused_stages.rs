@@ -148,6 +148,8 @@ fn the_shipped_model_fuses_and_answers_as_before() {
     assert_eq!(counts.quantizers, 4 * layers);
     assert_eq!(counts.rescales, 6 * layers);
     assert_eq!(counts.linears, if kernel_available() { 6 * layers } else { 0 });
+    // Its exits pool by the mean: one sum over the tokens each.
+    assert_eq!(counts.pools, layers);
     assert_eq!(max_difference(&quantized, &plain), 0.0);
     // With tract's matmuls (every CPU without our kernel), each reads activations packed by PackI8K4 (one
     // packing can serve several matmuls).

@@ -4,7 +4,7 @@
 //! `cargo run --release -p cosee-runtime --example fusion -- PACKAGE_DIR [--data TSV] [--runs N] [--baseline LIST] [--fused LIST]`
 //!
 //! The "plain" engine has no fusion, or those of `--baseline` (a comma list of quantize, softmax, gelu,
-//! layer-norm, linear, attention, pack: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add);
+//! layer-norm, linear, attention, pool, pack: `--baseline quantize,softmax` measures what the GELU and layer-norm rewrites add);
 //! the "fused" one has them all, or those of `--fused`.
 //!
 //! 1. One layer (layer 1) at 16, 32, 64 and 128 tokens: median ms per run, each engine's run alternating. With
@@ -114,8 +114,11 @@ fn parse_fusions(list: &str) -> Result<Fusion> {
             "layer-norm" => fusion.layer_norm = true,
             "attention" => fusion.attention = true,
             "linear" => fusion.linear = true,
+            "pool" => fusion.pool = true,
             "pack" => fusion.pack = true,
-            other => bail!("unknown fusion {other:?} (quantize, softmax, gelu, layer-norm, linear, attention, pack)"),
+            other => {
+                bail!("unknown fusion {other:?} (quantize, softmax, gelu, layer-norm, linear, attention, pool, pack)")
+            }
         }
     }
     Ok(fusion)
@@ -160,7 +163,7 @@ fn main() -> Result<()> {
     let counts = fused.backend().fused()?;
     println!(
         "{}: fused {} per-token quantizations, {} int8 output stages, {} GELUs, {} int8 linear layers, {} softmaxes, {} layer norms, {} attentions, \
-         {} activation packings; \
+         {} token sums, {} activation packings; \
          load {:.0} ms fused, {:.0} ms plain ({baseline:?})",
         dir.display(),
         counts.quantizers,
@@ -170,6 +173,7 @@ fn main() -> Result<()> {
         counts.softmaxes,
         counts.layer_norms,
         counts.attentions,
+        counts.pools,
         counts.packs,
         fused_load,
         plain_load

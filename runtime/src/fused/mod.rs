@@ -1,16 +1,17 @@
 //! Load-time rewrites of a package's standard ONNX stage graphs into faster tract operators of our own.
 //!
 //! The package files stay standard ONNX (ONNX Runtime runs them, and a package exported before these rewrites
-//! gets them without re-export); only the plan tract builds at load differs. The quantization, rescale, int8 linear
-//! and packing rewrites compute bit for bit what the subgraphs they replace compute; the softmax, GELU, layer-norm and attention
-//! rewrites change the last bits (see [`softmax`], [`gelu`], [`layer_norm`], [`attention`]). `tests/fused_stages.rs`
-//! checks every one of them against the plain graphs.
+//! gets them without re-export); only the plan tract builds at load differs. The quantization, rescale, int8
+//! linear, pooling and packing rewrites compute bit for bit what the subgraphs they replace compute; the softmax,
+//! GELU, layer-norm and attention rewrites change the last bits (see [`softmax`], [`gelu`], [`layer_norm`],
+//! [`attention`]). `tests/fused_stages.rs` checks every one of them against the plain graphs.
 
 pub mod attention;
 pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
 pub mod pack;
+pub mod pool;
 pub mod quantize;
 pub mod rescale;
 pub mod softmax;
@@ -39,13 +40,23 @@ pub struct Fusion {
     /// Each layer's attention (scores, mask, softmax, weighted values) into [`attention::Attention`] (last-bit
     /// differences).
     pub attention: bool,
+    /// Sums over the tokens axis (an exit's mean pooling) into [`pool::SumOverTokens`] (exact).
+    pub pool: bool,
     /// After codegen: tract's packing of int8 activations into [`pack::PackI8K4`] (exact).
     pub pack: bool,
 }
 
 impl Fusion {
-    pub const ALL: Self =
-        Self { quantize: true, softmax: true, gelu: true, layer_norm: true, linear: true, attention: true, pack: true };
+    pub const ALL: Self = Self {
+        quantize: true,
+        softmax: true,
+        gelu: true,
+        layer_norm: true,
+        linear: true,
+        attention: true,
+        pool: true,
+        pack: true,
+    };
     pub const NONE: Self = Self {
         quantize: false,
         softmax: false,
@@ -53,10 +64,11 @@ impl Fusion {
         layer_norm: false,
         linear: false,
         attention: false,
+        pool: false,
         pack: false,
     };
     /// Only the rewrites that keep every value bit for bit.
-    pub const EXACT: Self = Self { quantize: true, linear: true, pack: true, ..Self::NONE };
+    pub const EXACT: Self = Self { quantize: true, linear: true, pool: true, pack: true, ..Self::NONE };
 }
 
 impl Default for Fusion {
@@ -83,6 +95,8 @@ pub struct Fused {
     pub linears: usize,
     /// Attentions now [`attention::Attention`].
     pub attentions: usize,
+    /// Sums over the tokens axis now [`pool::SumOverTokens`].
+    pub pools: usize,
     /// int8 activation packings now [`pack::PackI8K4`] (counted after codegen, by [`apply_after_codegen`]).
     pub packs: usize,
 }
@@ -98,6 +112,7 @@ impl std::ops::Add for Fused {
             layer_norms: self.layer_norms + other.layer_norms,
             linears: self.linears + other.linears,
             attentions: self.attentions + other.attentions,
+            pools: self.pools + other.pools,
             packs: self.packs + other.packs,
         }
     }
@@ -127,6 +142,9 @@ pub fn apply(model: &mut TypedModel, fusion: Fusion) -> TractResult<Fused> {
     // (counted in `softmaxes`) is then taken into the Attention op, which computes rows the same way.
     if fusion.attention {
         fused.attentions = attention::fuse(model)?;
+    }
+    if fusion.pool {
+        fused.pools = pool::fuse(model)?;
     }
     Ok(fused)
 }
