@@ -57,8 +57,6 @@ pub struct PackedWeights {
     /// Per output channel (padded to whole panels): `128 · Σₖ W[k][n]`, what the +128 on the activations of the
     /// VNNI kernel adds.
     correction: Vec<i32>,
-    /// The weights as given (`[k, n]`, row-major), for the portable loop.
-    plain: Vec<i8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +88,7 @@ impl PackedWeights {
         for (c, sum) in correction.iter_mut().take(n).enumerate() {
             *sum = 128 * (0..k).map(|kk| w[kk * n + c] as i32).sum::<i32>();
         }
-        Ok(Self { k, n, groups, panel_lines, data, correction, plain: w.to_vec() })
+        Ok(Self { k, n, groups, panel_lines, data, correction })
     }
 
     fn panels(&self) -> usize {
@@ -100,6 +98,12 @@ impl PackedWeights {
     /// The first byte of panel `p`.
     fn panel(&self, p: usize) -> *const u8 {
         self.data[p * self.panel_lines..].as_ptr() as *const u8
+    }
+
+    /// `W[kk][c]`, read back from the panels.
+    #[cfg(test)]
+    fn weight(&self, kk: usize, c: usize) -> i8 {
+        self.data[(c / PANEL) * self.panel_lines + kk / 4].0[(c % PANEL) * 4 + kk % 4] as i8
     }
 }
 
@@ -210,18 +214,21 @@ impl Int8Linear {
         self.run_portable(q, scales, out)
     }
 
-    /// Row by row: the exact i32 sums, then the output stage's own row.
+    /// Row by row: the exact i32 sums from the panels, then the output stage's own row.
     fn run_portable(&self, q: &[i8], scales: &[f32], out: &mut [f32]) {
-        let PackedWeights { k, n, ref plain, .. } = *self.weights;
-        let mut acc = vec![0i32; n];
-        for ((row, out), &scale) in q.chunks_exact(k).zip(out.chunks_exact_mut(n)).zip(scales) {
-            acc.iter_mut().for_each(|a| *a = 0);
-            for (&x, w) in row.iter().zip(plain.chunks_exact(n)) {
-                for (a, &w) in acc.iter_mut().zip(w) {
-                    *a += x as i32 * w as i32;
+        let w = &*self.weights;
+        let mut acc = vec![0i32; w.panels() * PANEL];
+        for ((row, out), &scale) in q.chunks_exact(w.k).zip(out.chunks_exact_mut(w.n)).zip(scales) {
+            for (panel, acc) in acc.chunks_exact_mut(PANEL).enumerate() {
+                acc.iter_mut().for_each(|a| *a = 0);
+                let lines = &w.data[panel * w.panel_lines..][..w.groups];
+                for (x, line) in row.chunks(4).zip(lines) {
+                    for (a, channel) in acc.iter_mut().zip(line.0.chunks_exact(4)) {
+                        *a += x.iter().zip(channel).map(|(&x, &w)| x as i32 * w as i8 as i32).sum::<i32>();
+                    }
                 }
             }
-            self.stage.row(&acc, scale, out);
+            self.stage.row(&acc[..w.n], scale, out);
         }
     }
 }
@@ -661,8 +668,13 @@ mod tests {
         ((seed.wrapping_mul(2_654_435_761) >> 7) % 255) as i8 - 127
     }
 
+    /// The test weights, `W[kk][c]` of a `[k, n]` matrix.
+    fn weight(kk: usize, c: usize) -> i8 {
+        s8(kk * 7919 + c * 31 + 7)
+    }
+
     fn op(k: usize, n: usize, gelu: bool) -> Int8Linear {
-        let w: Vec<i8> = (0..k * n).map(|i| s8(i * 31 + 7)).collect();
+        let w: Vec<i8> = (0..k * n).map(|i| weight(i / n, i % n)).collect();
         let weight_scale = (0..n).map(|c| 1e-3 * (1.0 + (c % 7) as f32)).collect();
         let bias = (0..n).map(|c| (c as f32 - 9.0) * 0.01).collect();
         Int8Linear {
@@ -698,10 +710,9 @@ mod tests {
                     let scales: Vec<f32> = (0..rows).map(|r| 0.01 + r as f32 * 1e-3).collect();
                     let mut out = vec![0f32; rows * n];
                     op.run_on(kernel, &q, &scales, &mut out);
-                    let w = &op.weights.plain;
                     for r in 0..rows {
                         let acc: Vec<i32> = (0..n)
-                            .map(|c| (0..k).map(|kk| q[r * k + kk] as i32 * w[kk * n + c] as i32).sum())
+                            .map(|c| (0..k).map(|kk| q[r * k + kk] as i32 * weight(kk, c) as i32).sum())
                             .collect();
                         let mut expected = vec![0f32; n];
                         op.stage.row(&acc, scales[r], &mut expected);
@@ -732,6 +743,25 @@ mod tests {
         assert!(!is_matmul(&axes("amk,akn->anm"), 3, 3).unwrap());
         assert!(!is_matmul(&axes("amk,akn->mn"), 3, 3).unwrap());
         assert!(!is_matmul(&axes("mak,akn->amn"), 3, 3).unwrap());
+    }
+
+    #[test]
+    fn packing_keeps_every_weight_and_pads_with_zeros() {
+        let (k, n) = (9, 20);
+        let w: Vec<i8> = (0..k * n).map(|i| weight(i / n, i % n)).collect();
+        let packed = PackedWeights::new(&w, k, n).unwrap();
+        for kk in 0..k {
+            for c in 0..n {
+                assert_eq!(packed.weight(kk, c), w[kk * n + c]);
+            }
+        }
+        assert_eq!(packed.panel_lines, TILE_GROUPS);
+        for (kk, c) in [(9, 0), (11, 3), (4 * TILE_GROUPS - 1, 19), (0, 31), (8, 25)] {
+            assert_eq!(packed.weight(kk, c), 0, "({kk}, {c})");
+        }
+        let sums: Vec<i32> = (0..n).map(|c| 128 * (0..k).map(|kk| w[kk * n + c] as i32).sum::<i32>()).collect();
+        assert_eq!(packed.correction[..n], sums);
+        assert!(packed.correction[n..].iter().all(|&c| c == 0));
     }
 
     #[test]
