@@ -97,13 +97,14 @@ impl EvalOp for AddLayerNorm {
             None => None,
         };
         let residual = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
-        let mut out = vec![0f32; x.len()];
-        if width > 0 {
-            for (k, (x, out)) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)).enumerate() {
-                self.row(x, residual.map(|r| &r[k * width..][..width]), out);
+        let out = super::tensor_filled(&shape, |out| {
+            if width > 0 {
+                for (k, (x, out)) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)).enumerate() {
+                    self.row(x, residual.map(|r| &r[k * width..][..width]), out);
+                }
             }
-        }
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&*shape, out)?.into_tvalue()))
+        })?;
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 

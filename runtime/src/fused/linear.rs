@@ -145,13 +145,18 @@ pub fn kernel() -> Option<Kernel> {
     *KERNEL.get_or_init(|| {
         let wanted = std::env::var(KERNEL_VAR).ok();
         let pick = |k: &str| wanted.as_deref().is_none_or(|w| w == k);
-        if !avx512_vnni() {
-            return None;
+        let kernel = if !avx512_vnni() {
+            None
+        } else if pick("amx") && amx_tiles() {
+            Some(Kernel::Amx)
+        } else {
+            pick("vnni").then_some(Kernel::Avx512Vnni)
+        };
+        match kernel {
+            Some(kernel) => log::info!("int8 linear layers on our {kernel:?} kernel"),
+            None => log::info!("int8 linear layers on tract's matmul kernels"),
         }
-        if pick("amx") && amx_tiles() {
-            return Some(Kernel::Amx);
-        }
-        pick("vnni").then_some(Kernel::Avx512Vnni)
+        kernel
     })
 }
 
@@ -517,12 +522,11 @@ impl EvalOp for Int8Linear {
         let scales = scales.try_as_plain_ram()?;
         let scales = scales.as_slice::<f32>()?;
         ensure!(scales.len() * k == q.len(), "Int8Linear: {} token scales for {shape:?}", scales.len());
-        let mut out = vec![0f32; scales.len() * n];
-        self.run(q, scales, &mut out);
         if let Some(last) = shape.last_mut() {
             *last = n;
         }
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&*shape, out)?.into_tvalue()))
+        let out = super::tensor_filled(&shape, |out| self.run(q, scales, out))?;
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 

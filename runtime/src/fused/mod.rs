@@ -16,7 +16,8 @@ pub mod quantize;
 pub mod rescale;
 pub mod softmax;
 
-use tract_onnx::prelude::{Datum, OutletId, TractResult, TypedModel};
+use tract_onnx::prelude::{Datum, OutletId, Tensor, TractResult, TypedModel};
+use tract_onnx::tract_core::num_traits;
 use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
 
@@ -155,6 +156,17 @@ pub fn apply_after_codegen(model: &mut TypedModel, fusion: Fusion, fused: &mut F
         fused.packs = pack::fuse(model)?;
     }
     Ok(())
+}
+
+/// A tensor of `shape` whose values `fill` writes, in tract's own buffer: an ndarray or a Vec turned into a tensor
+/// is copied into a new aligned allocation, a second pass over every output of the operator.
+fn tensor_filled<T: Datum + Copy + num_traits::Zero>(
+    shape: &[usize],
+    fill: impl FnOnce(&mut [T]),
+) -> TractResult<Tensor> {
+    let mut tensor = Tensor::zero::<T>(shape)?;
+    fill(tensor.try_as_plain_ram_mut()?.as_slice_mut::<T>()?);
+    Ok(tensor)
 }
 
 /// Every match of `matched` in the model, in evaluation order (each rewrite collects its occurrences first, then

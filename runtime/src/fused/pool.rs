@@ -64,15 +64,16 @@ impl EvalOp for SumOverTokens {
         let (tokens, width) = (x.shape()[rank - 2], x.shape()[rank - 1]);
         let mut shape: TVec<usize> = x.shape().into();
         shape[rank - 2] = 1;
-        let mut out = vec![0f32; shape.iter().product()];
-        if x.strides() == &*Tensor::natural_strides(x.shape()) {
-            Self::sums(x.try_as_plain_ram()?.as_slice::<f32>()?, tokens, width, &mut out);
+        let out = if x.strides() == &*Tensor::natural_strides(x.shape()) {
+            let x = x.try_as_plain_ram()?;
+            let x = x.as_slice::<f32>()?;
+            super::tensor_filled(&shape, |out| Self::sums(x, tokens, width, out))?
         } else {
             let x = x.into_tensor().into_plain_array::<f32>()?;
             let x: Vec<f32> = x.as_standard_layout().iter().copied().collect();
-            Self::sums(&x, tokens, width, &mut out);
-        }
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&*shape, out)?.into_tvalue()))
+            super::tensor_filled(&shape, |out| Self::sums(&x, tokens, width, out))?
+        };
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 

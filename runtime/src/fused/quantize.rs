@@ -110,19 +110,20 @@ impl EvalOp for QuantizePerToken {
         let values = x.try_as_plain_ram()?;
         let values = values.as_slice::<f32>()?;
         let rows = values.len().checked_div(width).unwrap_or(0);
-        let mut q = vec![0i8; values.len()];
-        let mut scales = Vec::with_capacity(rows);
-        if width > 0 {
-            for (x, q) in values.chunks_exact(width).zip(q.chunks_exact_mut(width)) {
-                scales.push(self.row(x, q));
-            }
-        }
         let mut scale_shape = shape.clone();
         if let Some(last) = scale_shape.last_mut() {
             *last = 1;
         }
-        let q = tract_ndarray::ArrayD::from_shape_vec(&*shape, q)?.into_tensor();
-        let scales = tract_ndarray::ArrayD::from_shape_vec(&*scale_shape, scales)?.into_tensor();
+        let mut scales = Vec::with_capacity(rows);
+        let q = super::tensor_filled(&shape, |q| {
+            if width > 0 {
+                for (x, q) in values.chunks_exact(width).zip(q.chunks_exact_mut(width)) {
+                    scales.push(self.row(x, q));
+                }
+            }
+        })?;
+        // A few floats: the copy into a tensor costs nothing.
+        let scales = Tensor::from_shape(&scale_shape, &scales)?;
         Ok(tvec!(q.into_tvalue(), scales.into_tvalue()))
     }
 }

@@ -106,11 +106,12 @@ impl EvalOp for RescaleInt8 {
         let scale = scale.try_as_plain_ram()?;
         let scale = scale.as_slice::<f32>()?;
         ensure!(scale.len() * width == acc.len(), "RescaleInt8: {} token scales for {shape:?}", scale.len());
-        let mut out = vec![0f32; acc.len()];
-        for ((acc, out), &s) in acc.chunks_exact(width).zip(out.chunks_exact_mut(width)).zip(scale) {
-            self.row(acc, s, out);
-        }
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&*shape, out)?.into_tvalue()))
+        let out = super::tensor_filled(&shape, |out| {
+            for ((acc, out), &s) in acc.chunks_exact(width).zip(out.chunks_exact_mut(width)).zip(scale) {
+                self.row(acc, s, out);
+            }
+        })?;
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 
