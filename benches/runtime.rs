@@ -4,6 +4,9 @@
 //! - `layer/{f32,int8,int8-unfused}/{16,32,64,128}`: one transformer layer at that many tokens (`int8-unfused`: the
 //!   same int8 package planned without the runtime's load-time fusions, `cosee_runtime::fused`);
 //! - `exit_head/{f32,int8}`: one exit (pooler on [CLS] + classifier);
+//! - `int8_linear/{kernel}/{tokens}x{in}x{out}`: the runtime's int8 linear operator alone (`cosee_runtime::fused::
+//!   linear`) on a layer's shapes, on the kernel this CPU gets (`COSEE_INT8_KERNEL=amx|vnni` picks one, `tract`
+//!   leaves only the portable loop here);
 //! - `tokenizer/{single,pair}`: text → ids for the 40 committed SST-2 dev sentences, and 39 pairs of them;
 //! - `classify/int8/{exit_at_1,default,full_depth}`: end-to-end early exit on 6 layers at three thresholds, ten
 //!   SST-2 dev sentences per iteration.
@@ -16,6 +19,8 @@
 //! `cargo bench --bench runtime -- --measurement-time 5 --sample-size 50`.
 
 use cosee_runtime::answer::Stage;
+use cosee_runtime::fused::linear::Int8Linear;
+use cosee_runtime::fused::rescale::RescaleInt8;
 use cosee_runtime::fused::Fusion;
 use cosee_runtime::glue::{parse_tsv, Task};
 use cosee_runtime::{AnyBackend, Engine, ExitPolicy, ExitSignal, Input, Package, TractBackend};
@@ -91,6 +96,21 @@ fn benches(c: &mut Criterion) {
     }
     group.finish();
 
+    let mut group = c.benchmark_group("int8_linear");
+    let kernel = cosee_runtime::fused::linear::kernel().map_or("portable".to_string(), |k| format!("{k:?}"));
+    for (tokens, k, n) in
+        [(16, HIDDEN, 3 * HIDDEN), (16, 4 * HIDDEN, HIDDEN), (64, HIDDEN, 4 * HIDDEN), (64, 4 * HIDDEN, HIDDEN)]
+    {
+        let linear = int8_linear(k, n);
+        let q: Vec<i8> = (0..tokens * k).map(|i| (i % 251) as i8).collect();
+        let scales = vec![0.01f32; tokens];
+        let mut out = vec![0f32; tokens * n];
+        group.bench_function(BenchmarkId::new(&kernel, format!("{tokens}x{k}x{n}")), |b| {
+            b.iter(|| linear.forward(std::hint::black_box(&q), &scales, &mut out).expect("shapes fit"))
+        });
+    }
+    group.finish();
+
     let mut group = c.benchmark_group("exit_head");
     for (name, engine) in &one_layer {
         let text = text_of(engine, 32);
@@ -136,6 +156,13 @@ fn benches(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// An int8 linear layer `[k, n]` of arbitrary weights, with a plain output stage.
+fn int8_linear(k: usize, n: usize) -> Int8Linear {
+    let w: Vec<i8> = (0..k * n).map(|i| (i % 253) as i8).collect();
+    let stage = RescaleInt8 { weight_scale: vec![1e-3; n], bias: vec![0.0; n], gelu: false };
+    Int8Linear::new(&w, k, n, stage).expect("weights fit")
 }
 
 /// The same tokenizer configured for a pair task: the pair benchmark needs `[CLS] a [SEP] b [SEP]`.

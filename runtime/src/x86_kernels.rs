@@ -74,6 +74,7 @@ fn amd_with_avx512_vnni() -> bool {
 }
 
 /// CPUID leaf 0's vendor string, in its register order (EBX, EDX, ECX), is "AuthenticAMD".
+#[cfg(any(target_arch = "x86_64", test))]
 fn is_amd_vendor(ebx: u32, edx: u32, ecx: u32) -> bool {
     let mut vendor = [0u8; 12];
     for (chunk, register) in vendor.chunks_mut(4).zip([ebx, edx, ecx]) {

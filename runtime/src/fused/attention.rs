@@ -257,13 +257,11 @@ mod wide {
     pub(super) const QUERIES: usize = 4;
 
     /// Whether the CPU has AVX-512F (and the AVX2 and FMA of the narrower path).
+    #[cfg(target_arch = "x86_64")]
     pub(super) fn available() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return std::arch::is_x86_feature_detected!("avx512f")
+        std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+            && std::arch::is_x86_feature_detected!("fma")
     }
 
     /// Every query of the head, in groups of [`QUERIES`]. The caller checks [`available`].

@@ -17,9 +17,9 @@
 //!
 //! - **AMX** (Intel Xeon from Sapphire Rapids, Linux): blocks of 16 tokens × 64 channels in four accumulator tiles,
 //!   each step a 16 × 64-byte tile of activations (s8 as they are: `tdpbssd` multiplies signed by signed) against
-//!   four weight tiles read straight from the panels. On a Xeon with AMX (2026-12-07) 0.93–1.05 int8 TMAC/s on
-//!   the layer's shapes at 16 and 64 tokens, against 0.29–0.32 for the VNNI kernel and tract's AMX path at a layer
-//!   1.6× slower than ours.
+//!   four weight tiles read straight from the panels. On a Xeon with AMX (2026-12-08, `cargo bench --bench runtime --
+//!   int8_linear`) 0.83–0.91 int8 TMAC/s on the layer's shapes at 16 and 64 tokens, against 0.26–0.29 for the
+//!   VNNI kernel; tract's own AMX path made the layer 1.6× slower than ours.
 //! - **AVX-512 VNNI** (Intel from Ice Lake, AMD from Zen 4): the activation bytes get their +128 once per row (a copy
 //!   of a few KB, where tract's kernels add it inside their loop), the per-channel correction `128 · Σₖ W[k][n]` is
 //!   computed at load, and a register tile of up to 12 tokens × 32 channels accumulates in 24 zmm registers.
@@ -96,6 +96,7 @@ impl PackedWeights {
     }
 
     /// The first byte of panel `p`.
+    #[cfg(target_arch = "x86_64")]
     fn panel(&self, p: usize) -> *const u8 {
         self.data[p * self.panel_lines..].as_ptr() as *const u8
     }
@@ -201,6 +202,24 @@ fn amx_tiles() -> bool {
 }
 
 impl Int8Linear {
+    /// The linear layer of weights `w` `[k, n]` (row-major) with the output stage `stage` (`n` channels).
+    pub fn new(w: &[i8], k: usize, n: usize, stage: RescaleInt8) -> TractResult<Self> {
+        ensure!(
+            stage.weight_scale.len() == n && stage.bias.len() == n,
+            "Int8Linear: an output stage not of {n} channels"
+        );
+        Ok(Self { weights: Arc::new(PackedWeights::new(w, k, n)?), stage })
+    }
+
+    /// `out` (`rows × n`) from `q` (`rows × k`) and one scale per row, on the kernel [`kernel`] picked: what the
+    /// operator computes, for benchmarks and embedders.
+    pub fn forward(&self, q: &[i8], scales: &[f32], out: &mut [f32]) -> TractResult<()> {
+        let (k, n, rows) = (self.weights.k, self.weights.n, scales.len());
+        ensure!(q.len() == rows * k && out.len() == rows * n, "Int8Linear: {rows} rows of [{k}] → [{n}] do not fit");
+        self.run(q, scales, out);
+        Ok(())
+    }
+
     /// The outputs of `rows` tokens (`q` `rows × k`, `scales` one per token) into `out` (`rows × n`).
     fn run(&self, q: &[i8], scales: &[f32], out: &mut [f32]) {
         self.run_on(kernel(), q, scales, out)
@@ -216,6 +235,8 @@ impl Int8Linear {
             Some(Kernel::Avx512Vnni) => return unsafe { vnni::run(&self.weights, &self.stage, q, scales, out) },
             None => {}
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = kernel; // no kernel of ours but the portable loop
         self.run_portable(q, scales, out)
     }
 

@@ -46,10 +46,22 @@ impl QuantizePerToken {
     /// CPU has them: the same IEEE operations lane by lane, so the same values as the baseline build.
     fn row(&self, x: &[f32], q: &mut [i8]) -> f32 {
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU has AVX-512F and BW, checked just above.
+            return unsafe { self.row_avx512(x, q) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
             return unsafe { self.row_avx2(x, q) };
         }
+        self.row_body(x, q)
+    }
+
+    /// AVX-512: 16-lane vectors and a narrowing store to bytes (`vpmovdb`); the same operations lane by lane.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    unsafe fn row_avx512(&self, x: &[f32], q: &mut [i8]) -> f32 {
         self.row_body(x, q)
     }
 
