@@ -409,20 +409,14 @@ impl TypedOp for Attention {
 /// Replaces every attention of the decluttered `model` (the pattern of the module's documentation) by an
 /// [`Attention`]; returns how many.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let found = super::occurrences(model, matched)?;
-    if found.is_empty() {
-        return Ok(0);
-    }
-    let mut patch = TypedModelPatch::new("fuse attention");
-    for f in &found {
-        let inputs = patch.taps(model, &f.inputs)?;
-        let name = format!("{}.attention", model.node(f.end).name);
-        let out = patch.wire_node(name, Attention, &inputs)?;
-        patch.shunt_outside(model, f.end.into(), out[0])?;
-    }
-    patch.apply(model)?;
-    model.compact()?;
-    Ok(found.len())
+    super::replace_all(model, "attention", |model, node| {
+        Ok(matched(model, node)?.map(|f| super::Replacement {
+            named_after: f.end,
+            inputs: f.inputs.into_iter().collect(),
+            op: Attention,
+            replaces: tvec![f.end.into()],
+        }))
+    })
 }
 
 struct Found {

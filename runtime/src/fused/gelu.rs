@@ -64,7 +64,7 @@ pub fn gelu<const FMA: bool>(x: f32) -> f32 {
 /// Folds every f32 `GeluExact` whose input is a fused int8 output stage used by nothing else into that stage;
 /// returns how many. Run after [`super::rescale::fuse`]; any other GELU (f32 packages) is left to tract.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let found = super::occurrences(model, |model, node| {
+    super::replace_all(model, "gelu", |model, node| {
         let gelu = model.node(node);
         if !super::is_element_wise::<GeluExact>(model, node) || gelu.outputs[0].fact.datum_type != f32::datum_type() {
             return Ok(None);
@@ -74,21 +74,9 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
             Some(op) if !op.gelu && super::used_once(model, stage.into()) => RescaleInt8 { gelu: true, ..op.clone() },
             _ => return Ok(None),
         };
-        Ok(Some((stage, node, fused)))
-    })?;
-    if found.is_empty() {
-        return Ok(0);
-    }
-    let mut patch = TypedModelPatch::new("fold GELU into the int8 output stage");
-    for (stage, gelu, op) in &found {
-        let inputs = patch.taps(model, &model.node(*stage).inputs)?;
-        let name = format!("{}.gelu", model.node(*stage).name);
-        let out = patch.wire_node(name, op.clone(), &inputs)?;
-        patch.shunt_outside(model, (*gelu).into(), out[0])?;
-    }
-    patch.apply(model)?;
-    model.compact()?;
-    Ok(found.len())
+        let inputs = model.node(stage).inputs.iter().copied().collect();
+        Ok(Some(super::Replacement { named_after: stage, inputs, op: fused, replaces: tvec![node.into()] }))
+    })
 }
 
 #[cfg(test)]

@@ -572,32 +572,11 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
     if !kernel_available() {
         return Ok(0);
     }
-    let found = super::occurrences(model, matched)?;
-    if found.is_empty() {
-        return Ok(0);
-    }
-    let mut patch = TypedModelPatch::new("fuse the int8 linear layer");
-    for f in &found {
-        let inputs = [patch.tap_model(model, f.q)?, patch.tap_model(model, f.token_scale)?];
-        let name = format!("{}.int8_linear", model.node(f.stage).name);
-        let out = patch.wire_node(name, f.op.clone(), &inputs)?;
-        patch.shunt_outside(model, f.stage.into(), out[0])?;
-    }
-    patch.apply(model)?;
-    model.compact()?;
-    Ok(found.len())
+    super::replace_all(model, "int8_linear", matched)
 }
 
-/// One occurrence: the output stage whose output the op takes over, the op's inputs, the op.
-struct Found {
-    stage: usize,
-    q: OutletId,
-    token_scale: OutletId,
-    op: Int8Linear,
-}
-
-/// `RescaleInt8(EinSum(q, W), x_scale)` at node `stage`.
-fn matched(model: &TypedModel, stage: usize) -> TractResult<Option<Found>> {
+/// `RescaleInt8(EinSum(q, W), x_scale)` at node `stage`: [`Int8Linear`] on `[q, x_scale]` in its place.
+fn matched(model: &TypedModel, stage: usize) -> TractResult<Option<super::Replacement<Int8Linear>>> {
     let node = model.node(stage);
     let Some(rescale) = node.op_as::<RescaleInt8>() else { return Ok(None) };
     let &[acc, token_scale] = node.inputs.as_slice() else { return Ok(None) };
@@ -609,7 +588,12 @@ fn matched(model: &TypedModel, stage: usize) -> TractResult<Option<Found>> {
         return Ok(None);
     }
     let weights = Arc::new(weights);
-    Ok(Some(Found { stage, q, token_scale, op: Int8Linear { weights, stage: rescale.clone() } }))
+    Ok(Some(super::Replacement {
+        named_after: stage,
+        inputs: tvec![q, token_scale],
+        op: Int8Linear { weights, stage: rescale.clone() },
+        replaces: tvec![stage.into()],
+    }))
 }
 
 /// Node `node` as `q · W`: an i32 `EinSum` of s8 activations `q` `[.., m, k]` and constant s8 weights `W`

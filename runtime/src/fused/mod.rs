@@ -16,10 +16,11 @@ pub mod quantize;
 pub mod rescale;
 pub mod softmax;
 
-use tract_onnx::prelude::{Datum, OutletId, Tensor, TractResult, TypedModel};
+use tract_onnx::prelude::{Datum, OutletId, TVec, Tensor, TractResult, TypedModel, TypedModelPatch};
 use tract_onnx::tract_core::num_traits;
 use tract_onnx::tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 use tract_onnx::tract_core::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
+use tract_onnx::tract_core::ops::TypedOp;
 
 /// Which rewrites a plan gets. [`Fusion::ALL`] (the default) is what the engine loads; [`Fusion::NONE`] plans
 /// the graphs as they are (for measuring the rewrites, and for checking them).
@@ -167,6 +168,41 @@ fn tensor_filled<T: Datum + Copy + num_traits::Zero>(
     let mut tensor = Tensor::zero::<T>(shape)?;
     fill(tensor.try_as_plain_ram_mut()?.as_slice_mut::<T>()?);
     Ok(tensor)
+}
+
+/// One place a rewrite changes: `op`, wired on `inputs`, takes over the outlets `replaces` (with its outputs, in
+/// order); its node is named after node `named_after`.
+struct Replacement<O> {
+    named_after: usize,
+    inputs: TVec<OutletId>,
+    op: O,
+    replaces: TVec<OutletId>,
+}
+
+/// Applies every [`Replacement`] `matched` finds in the model, in one patch (a rewrite's places share no node), its
+/// nodes named `<node>.<name>`; returns how many.
+fn replace_all<O: TypedOp + Clone>(
+    model: &mut TypedModel,
+    name: &str,
+    matched: impl Fn(&TypedModel, usize) -> TractResult<Option<Replacement<O>>>,
+) -> TractResult<usize> {
+    let found = occurrences(model, matched)?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let mut patch = TypedModelPatch::new(format!("fuse {name}"));
+    for place in &found {
+        let inputs = patch.taps(model, &place.inputs)?;
+        let node = format!("{}.{name}", model.node(place.named_after).name);
+        let outputs = patch.wire_node(node, place.op.clone(), &inputs)?;
+        for (&old, &new) in place.replaces.iter().zip(&outputs) {
+            patch.shunt_outside(model, old, new)?;
+        }
+    }
+    patch.apply(model)?;
+    // The replaced nodes are dead now; the optimizer's passes would drop them, compacting keeps the graph tidy.
+    model.compact()?;
+    Ok(found.len())
 }
 
 /// Every match of `matched` in the model, in evaluation order (each rewrite collects its occurrences first, then

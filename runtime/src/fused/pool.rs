@@ -93,7 +93,7 @@ impl TypedOp for SumOverTokens {
 /// by [`SumOverTokens`]; returns how many. Sums over a leading axis take tract's other, blocked path, whose order
 /// differs: they are left as they are.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let found = super::occurrences(model, |model, node| {
+    super::replace_all(model, "sum_over_tokens", |model, node| {
         let Some(reduce) = model.node(node).op_as::<Reduce>() else { return Ok(None) };
         let &[input] = model.node(node).inputs.as_slice() else { return Ok(None) };
         let fact = model.outlet_fact(input)?;
@@ -102,21 +102,13 @@ pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
             && fact.datum_type == f32::datum_type()
             && rank >= 3
             && reduce.axes.as_slice() == [rank - 2];
-        Ok(matches.then_some((node, input)))
-    })?;
-    if found.is_empty() {
-        return Ok(0);
-    }
-    let mut patch = TypedModelPatch::new("sum over tokens in one pass");
-    for &(node, input) in &found {
-        let x = patch.tap_model(model, input)?;
-        let name = format!("{}.sum_over_tokens", model.node(node).name);
-        let out = patch.wire_node(name, SumOverTokens, &[x])?;
-        patch.shunt_outside(model, node.into(), out[0])?;
-    }
-    patch.apply(model)?;
-    model.compact()?;
-    Ok(found.len())
+        Ok(matches.then(|| super::Replacement {
+            named_after: node,
+            inputs: tvec![input],
+            op: SumOverTokens,
+            replaces: tvec![node.into()],
+        }))
+    })
 }
 
 #[cfg(test)]

@@ -157,23 +157,14 @@ impl TypedOp for QuantizePerToken {
 /// Replaces every per-token quantization of the decluttered `model` by one [`QuantizePerToken`]; returns how many.
 /// A graph without the pattern (f32 packages, the embeddings, exits) is left as it is.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    // The occurrences share no node (each ends at its own cast and scale), so one patch replaces them all.
-    let found = super::occurrences(model, matched)?;
-    if found.is_empty() {
-        return Ok(0);
-    }
-    let mut patch = TypedModelPatch::new("fuse per-token quantization");
-    for f in &found {
-        let x = patch.tap_model(model, f.input)?;
-        let name = format!("{}.quantize_per_token", model.node(f.cast).name);
-        let outputs = patch.wire_node(name, f.op.clone(), &[x])?;
-        patch.shunt_outside(model, f.cast.into(), outputs[0])?;
-        patch.shunt_outside(model, f.scale, outputs[1])?;
-    }
-    patch.apply(model)?;
-    // The replaced nodes are dead now; the optimizer's passes drop them, compacting here keeps the graph tidy.
-    model.compact()?;
-    Ok(found.len())
+    super::replace_all(model, "quantize_per_token", |model, node| {
+        Ok(matched(model, node)?.map(|f| super::Replacement {
+            named_after: f.cast,
+            inputs: tvec![f.input],
+            op: f.op,
+            replaces: tvec![f.cast.into(), f.scale],
+        }))
+    })
 }
 
 /// One occurrence of the pattern: the activation, the nodes whose outputs are replaced, the op replacing them.

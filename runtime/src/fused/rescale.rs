@@ -128,22 +128,14 @@ impl TypedOp for RescaleInt8 {
 /// Replaces every `Sequential` int8 output stage of the decluttered `model` by one [`RescaleInt8`]; returns how
 /// many. Other forms (the `Combined` rescale, f32 graphs) are left as they are.
 pub fn fuse(model: &mut TypedModel) -> TractResult<usize> {
-    let found = super::occurrences(model, matched)?;
-    if found.is_empty() {
-        return Ok(0);
-    }
-    let count = found.len();
-    let mut patch = TypedModelPatch::new("fuse the int8 output stage");
-    for (add, acc, scale, op) in found {
-        let acc = patch.tap_model(model, acc)?;
-        let scale = patch.tap_model(model, scale)?;
-        let name = format!("{}.rescale_int8", model.node(add).name);
-        let out = patch.wire_node(name, op, &[acc, scale])?;
-        patch.shunt_outside(model, add.into(), out[0])?;
-    }
-    patch.apply(model)?;
-    model.compact()?;
-    Ok(count)
+    super::replace_all(model, "rescale_int8", |model, node| {
+        Ok(matched(model, node)?.map(|(add, acc, scale, op)| super::Replacement {
+            named_after: add,
+            inputs: tvec![acc, scale],
+            op,
+            replaces: tvec![add.into()],
+        }))
+    })
 }
 
 /// `Add(Mul(Mul(Cast<f32>(acc), w_scale), x_scale), bias)` ending at node `add`: its accumulator and token-scale
