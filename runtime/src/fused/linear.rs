@@ -24,9 +24,14 @@
 //!   of a few KB, where tract's kernels add it inside their loop), the per-channel correction `128 · Σₖ W[k][n]` is
 //!   computed at load, and a register tile of up to 12 tokens × 32 channels accumulates in 24 zmm registers.
 //!
-//! Elsewhere (aarch64, x86 without AVX-512 VNNI) the rewrite does not apply and tract's kernels run; the op still
-//! evaluates there (a plain loop, for tests and for plans moved between machines). [`KERNEL_VAR`] picks a kernel
-//! (or tract's) by hand, for measuring one against another.
+//! - **SDOT** (aarch64 with the int8 dot product: the Raspberry Pi 5's Cortex-A76): register tiles of 4 tokens × 16
+//!   channels, `sdot` by element (s8 × s8) on the panels as they are, the output stage in NEON without fused
+//!   multiply-adds (as the portable row on aarch64). Under qemu as a Pi 5 it takes 2 % off the instructions of a
+//!   full-depth input beside tract's SDOT kernels (`scripts/pi-ratios.sh`, 2026-12-08).
+//!
+//! Elsewhere (the Pi 4's Cortex-A72, x86 without AVX-512 VNNI) the rewrite does not apply and tract's kernels run;
+//! the op still evaluates there (a plain loop, for tests and for plans moved between machines). [`KERNEL_VAR`] picks
+//! a kernel (or tract's) by hand, for measuring one against another.
 
 use std::sync::Arc;
 
@@ -96,7 +101,7 @@ impl PackedWeights {
     }
 
     /// The first byte of panel `p`.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn panel(&self, p: usize) -> *const u8 {
         self.data[p * self.panel_lines..].as_ptr() as *const u8
     }
@@ -132,21 +137,27 @@ pub enum Kernel {
     Amx,
     /// AVX-512 VNNI (`vpdpbusd`, +128 on the activations): Intel from Ice Lake, AMD from Zen 4.
     Avx512Vnni,
+    /// aarch64's int8 dot product (`sdot`, s8 × s8): the Raspberry Pi 5's Cortex-A76 and every Armv8.2+ core
+    /// with it. The Pi 4's Cortex-A72 has none and keeps tract's kernels.
+    NeonDot,
 }
 
-/// The environment variable that picks the kernel (`amx`, `vnni`) or keeps tract's matmuls (`tract`) whatever
+/// The environment variable that picks the kernel (`amx`, `vnni`, `sdot`) or keeps tract's matmuls (`tract`) whatever
 /// the CPU: for measuring one against another. A kernel the CPU lacks is not taken.
 pub const KERNEL_VAR: &str = "COSEE_INT8_KERNEL";
 
-/// The kernel [`Int8Linear`] runs on this CPU, if any (decided once per process): AMX where the CPU and the
-/// operating system allow it, else AVX-512 VNNI. Both need AVX-512 (F, BW) for the output stage and FMA for the
-/// GELU's polynomials ([`RescaleInt8`] uses them where AVX2 and FMA exist, so that both compute the same bits).
+/// The kernel [`Int8Linear`] runs on this CPU, if any (decided once per process): on aarch64 SDOT where the CPU has
+/// the dot product; on x86 AMX where the CPU and the operating system allow it, else AVX-512 VNNI. Both x86 kernels
+/// need AVX-512 (F, BW) for the output stage and FMA for the GELU's polynomials ([`RescaleInt8`] uses them where
+/// AVX2 and FMA exist, so that both compute the same bits).
 pub fn kernel() -> Option<Kernel> {
     static KERNEL: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
     *KERNEL.get_or_init(|| {
         let wanted = std::env::var(KERNEL_VAR).ok();
         let pick = |k: &str| wanted.as_deref().is_none_or(|w| w == k);
-        let kernel = if !avx512_vnni() {
+        let kernel = if neon_dot() {
+            pick("sdot").then_some(Kernel::NeonDot)
+        } else if !avx512_vnni() {
             None
         } else if pick("amx") && amx_tiles() {
             Some(Kernel::Amx)
@@ -164,7 +175,19 @@ pub fn kernel() -> Option<Kernel> {
 /// Whether this CPU (and OS) can run `kernel`, whether or not [`kernel`] picked it.
 #[cfg(test)]
 fn kernel_runs_here(kernel: Kernel) -> bool {
-    avx512_vnni() && (kernel == Kernel::Avx512Vnni || amx_tiles())
+    match kernel {
+        Kernel::NeonDot => neon_dot(),
+        Kernel::Avx512Vnni => avx512_vnni(),
+        Kernel::Amx => avx512_vnni() && amx_tiles(),
+    }
+}
+
+/// Whether this is an aarch64 CPU with the int8 dot product (`sdot`).
+fn neon_dot() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("dotprod");
+    #[cfg(not(target_arch = "aarch64"))]
+    false
 }
 
 /// Whether this CPU runs one of our kernels.
@@ -233,10 +256,13 @@ impl Int8Linear {
             // that the OS gave this process the tile state).
             Some(Kernel::Amx) => return unsafe { amx::run(&self.weights, &self.stage, q, scales, out) },
             Some(Kernel::Avx512Vnni) => return unsafe { vnni::run(&self.weights, &self.stage, q, scales, out) },
-            None => {}
+            Some(Kernel::NeonDot) | None => {}
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = kernel; // no kernel of ours but the portable loop
+        #[cfg(target_arch = "aarch64")]
+        if kernel == Some(Kernel::NeonDot) {
+            // SAFETY: the caller checked that the CPU has the dot product.
+            return unsafe { sdot::run(&self.weights, &self.stage, q, scales, out) };
+        }
         self.run_portable(q, scales, out)
     }
 
@@ -277,9 +303,10 @@ mod stage {
         out: *mut f32,
         columns: usize,
     ) {
+        // Masked loads too: the scales and biases of the last panel end with the matrix.
         let mask: __mmask16 = if columns >= 16 { 0xffff } else { (1u16 << columns) - 1 };
-        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_loadu_ps(weight_scale));
-        let y = _mm512_add_ps(_mm512_mul_ps(y, token_scale), _mm512_loadu_ps(bias));
+        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_maskz_loadu_ps(mask, weight_scale));
+        let y = _mm512_add_ps(_mm512_mul_ps(y, token_scale), _mm512_maskz_loadu_ps(mask, bias));
         _mm512_mask_storeu_ps(out, mask, y);
     }
 
@@ -413,6 +440,147 @@ mod vnni {
                         self.out.add(r * self.out_stride + first),
                         self.columns - first,
                     );
+                }
+            }
+        }
+    }
+}
+
+/// The aarch64 kernel: register tiles of up to 4 tokens × one panel (16 channels in four 4-lane accumulators each),
+/// `sdot` by element on the panels as they are; the output stage in NEON with [`RescaleInt8`]'s operations in its
+/// order (no fused multiply-add: the portable row has none on aarch64), its GELU without FMA likewise.
+#[cfg(target_arch = "aarch64")]
+mod sdot {
+    use super::{PackedWeights, RescaleInt8, PANEL};
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    /// Tokens per register tile: 4 × 4 accumulators, 4 weight registers and 4 activation registers of 32.
+    const TILE_ROWS: usize = 4;
+
+    /// See [`super::Int8Linear::run`]. The caller checks [`super::kernel`].
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn run(w: &PackedWeights, stage: &RescaleInt8, q: &[i8], scales: &[f32], out: &mut [f32]) {
+        let (k, n) = (w.k, w.n);
+        let rows = scales.len();
+        debug_assert!(q.len() == rows * k && out.len() == rows * n);
+        // Each row padded to the panels' K (zero bytes against zero weights), so every 16-byte load is whole.
+        let stride = w.panel_lines * 4;
+        let mut a = vec![0i8; rows * stride];
+        for (dst, src) in a.chunks_exact_mut(stride).zip(q.chunks_exact(k)) {
+            dst[..k].copy_from_slice(src);
+        }
+        let quads = w.groups.div_ceil(4);
+        for panel in 0..w.panels() {
+            let first = panel * PANEL;
+            let columns = (n - first).min(PANEL);
+            let mut row = 0;
+            while row < rows {
+                let tile = (rows - row).min(TILE_ROWS);
+                let at = Tile {
+                    a: a.as_ptr().add(row * stride),
+                    a_stride: stride,
+                    b: w.panel(panel) as *const i8,
+                    quads,
+                    weight_scale: stage.weight_scale.as_ptr().add(first),
+                    bias: stage.bias.as_ptr().add(first),
+                    token_scale: scales.as_ptr().add(row),
+                    out: out.as_mut_ptr().add(row * n + first),
+                    out_stride: n,
+                    columns,
+                };
+                match tile {
+                    4 => at.run::<4>(),
+                    3 => at.run::<3>(),
+                    2 => at.run::<2>(),
+                    _ => at.run::<1>(),
+                }
+                if stage.gelu {
+                    for r in row..row + tile {
+                        for o in &mut out[r * n + first..r * n + first + columns] {
+                            *o = crate::fused::gelu::gelu::<false>(*o);
+                        }
+                    }
+                }
+                row += tile;
+            }
+        }
+    }
+
+    /// `acc += Σ_b w[4i + b] · x[4·L + b]` per lane i: one `sdot` by element (group L of the four in `x`).
+    #[inline(always)]
+    unsafe fn sdot<const L: i32>(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+        let mut acc = acc;
+        asm!("sdot {acc:v}.4s, {w:v}.16b, {x:v}.4b[{l}]", acc = inout(vreg) acc, w = in(vreg) w, x = in(vreg) x,
+            l = const L, options(pure, nomem, nostack, preserves_flags));
+        acc
+    }
+
+    struct Tile {
+        a: *const i8,
+        a_stride: usize,
+        b: *const i8,
+        /// Groups of 16 input channels (four `sdot` groups), the rows padded to whole ones.
+        quads: usize,
+        weight_scale: *const f32,
+        bias: *const f32,
+        token_scale: *const f32,
+        out: *mut f32,
+        out_stride: usize,
+        columns: usize,
+    }
+
+    impl Tile {
+        #[target_feature(enable = "neon,dotprod")]
+        #[inline]
+        unsafe fn run<const R: usize>(&self) {
+            let mut acc = [[vdupq_n_s32(0); 4]; R];
+            for quad in 0..self.quads {
+                let x: [int8x16_t; R] = std::array::from_fn(|r| vld1q_s8(self.a.add(r * self.a_stride + quad * 16)));
+                let group = |l: usize| self.b.add((quad * 4 + l) * 64);
+                macro_rules! step {
+                    ($l:literal) => {
+                        let b = group($l);
+                        let w = [vld1q_s8(b), vld1q_s8(b.add(16)), vld1q_s8(b.add(32)), vld1q_s8(b.add(48))];
+                        for (acc, &x) in acc.iter_mut().zip(&x) {
+                            for (acc, &w) in acc.iter_mut().zip(&w) {
+                                *acc = sdot::<$l>(*acc, w, x);
+                            }
+                        }
+                    };
+                }
+                step!(0);
+                step!(1);
+                step!(2);
+                step!(3);
+            }
+            // The output stage of RescaleInt8, in its order: ((acc as f32) · w_scale) · x_scale + bias.
+            for (r, acc) in acc.iter().enumerate() {
+                let token_scale = vdupq_n_f32(*self.token_scale.add(r));
+                let out = self.out.add(r * self.out_stride);
+                for (j, &acc) in acc.iter().enumerate() {
+                    let first = j * 4;
+                    if first >= self.columns {
+                        break;
+                    }
+                    let lanes = (self.columns - first).min(4);
+                    // The last panel's scales and biases end with the matrix: its partial vectors go through copies.
+                    let (mut scale, mut bias, mut y) = ([0f32; 4], [0f32; 4], [0f32; 4]);
+                    let (scale, bias) = if lanes == 4 {
+                        (vld1q_f32(self.weight_scale.add(first)), vld1q_f32(self.bias.add(first)))
+                    } else {
+                        std::ptr::copy_nonoverlapping(self.weight_scale.add(first), scale.as_mut_ptr(), lanes);
+                        std::ptr::copy_nonoverlapping(self.bias.add(first), bias.as_mut_ptr(), lanes);
+                        (vld1q_f32(scale.as_ptr()), vld1q_f32(bias.as_ptr()))
+                    };
+                    let v = vmulq_f32(vcvtq_f32_s32(acc), scale);
+                    let v = vaddq_f32(vmulq_f32(v, token_scale), bias);
+                    if lanes == 4 {
+                        vst1q_f32(out.add(first), v);
+                    } else {
+                        vst1q_f32(y.as_mut_ptr(), v);
+                        std::ptr::copy_nonoverlapping(y.as_ptr(), out.add(first), lanes);
+                    }
                 }
             }
         }
@@ -698,7 +866,7 @@ mod tests {
     /// extreme activations -128 and 127 included.
     #[test]
     fn every_kernel_equals_the_sums_and_the_output_stage_bit_for_bit() {
-        let kernels: Vec<Option<Kernel>> = [None, Some(Kernel::Avx512Vnni), Some(Kernel::Amx)]
+        let kernels: Vec<Option<Kernel>> = [None, Some(Kernel::Avx512Vnni), Some(Kernel::Amx), Some(Kernel::NeonDot)]
             .into_iter()
             .filter(|k| k.is_none_or(kernel_runs_here))
             .collect();
