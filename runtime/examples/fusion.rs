@@ -294,19 +294,28 @@ fn main() -> Result<()> {
     let default = fused.default_policy();
     // Agreement first (the softmax fusion moves logits in their last bits, so int8 roundings can differ).
     let (mut same, mut worst) = (0usize, 0f32);
+    // Logits compared, and how many differ by more than 0.01 and by more than 0.1 (the exporter's int8 tolerance).
+    let (mut logits, mut beyond) = (0usize, [0usize; 2]);
     for line in &lines {
         let input = Input::single(line);
         let (a, b) = (fused.classify_with(&input, default)?, plain.classify_with(&input, default)?);
         same += usize::from(a.exit_layer == b.exit_layer && a.label == b.label);
         let (a, b) = (fused.run_all_exits(&input)?, plain.run_all_exits(&input)?);
         for (x, y) in a.logits.iter().flatten().zip(b.logits.iter().flatten()) {
-            worst = worst.max((x - y).abs());
+            let d = (x - y).abs();
+            worst = worst.max(d);
+            logits += 1;
+            beyond[0] += usize::from(d > 0.01);
+            beyond[1] += usize::from(d > 0.1);
         }
     }
     println!(
-        "\nagreement at the default τ: same exit layer and label on {same} of {} inputs ({:.2} %); max |Δlogit| over every exit {worst:.3e}",
+        "\nagreement at the default τ: same exit layer and label on {same} of {} inputs ({:.2} %); max |Δlogit| over every exit {worst:.3e}; \
+         {} / {} of {logits} logits differ by more than 0.01 / 0.1",
         lines.len(),
-        100.0 * same as f64 / lines.len() as f64
+        100.0 * same as f64 / lines.len() as f64,
+        beyond[0],
+        beyond[1]
     );
     println!("\nwhole inputs: {} lines of {}, ms per input (tokenization included)", lines.len(), data.display());
     println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>7}", "", "plain p50", "fused p50", "plain mean", "fused mean", "ratio");
