@@ -285,6 +285,58 @@ impl Int8Linear {
     }
 }
 
+/// Where a register tile's outputs go, with the output stage's factors for its channels and tokens.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+struct TileOutput {
+    weight_scale: *const f32,
+    bias: *const f32,
+    token_scale: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+    /// Output channels of the tile inside the matrix (the last panel may be partial).
+    columns: usize,
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl TileOutput {
+    /// The tile of `columns` channels from `first` and the tokens from `row` of `out` (`n` channels a token).
+    fn new(
+        stage: &RescaleInt8,
+        scales: &[f32],
+        out: &mut [f32],
+        n: usize,
+        row: usize,
+        first: usize,
+        columns: usize,
+    ) -> Self {
+        Self {
+            weight_scale: stage.weight_scale[first..].as_ptr(),
+            bias: stage.bias[first..].as_ptr(),
+            token_scale: scales[row..].as_ptr(),
+            out: out[row * n + first..].as_mut_ptr(),
+            out_stride: n,
+            columns,
+        }
+    }
+
+    /// The folded GELU on the tile's first `rows` tokens, with fused multiply-adds where `FMA` (as the portable row
+    /// on this CPU). Inlined into the kernel's own target features.
+    #[inline(always)]
+    unsafe fn gelu<const FMA: bool>(&self, rows: usize) {
+        for r in 0..rows {
+            for o in std::slice::from_raw_parts_mut(self.out.add(r * self.out_stride), self.columns) {
+                *o = crate::fused::gelu::gelu::<FMA>(*o);
+            }
+        }
+    }
+}
+
+/// `(first row, rows)` of the register tiles of at most `size` tokens that cover `rows`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn row_tiles(rows: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows).step_by(size).map(move |row| (row, size.min(rows - row)))
+}
+
 /// The output stage on 16 exact sums of one token, as [`RescaleInt8`] computes it (its operations in its order:
 /// `((acc as f32) · w_scale) · x_scale + bias`), for both kernels.
 #[cfg(target_arch = "x86_64")]
@@ -309,23 +361,12 @@ mod stage {
         let y = _mm512_add_ps(_mm512_mul_ps(y, token_scale), _mm512_maskz_loadu_ps(mask, bias));
         _mm512_mask_storeu_ps(out, mask, y);
     }
-
-    /// The GELU folded into the stage, on `rows` rows of `columns` outputs from `out` (row stride `stride`).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    #[inline]
-    pub(super) unsafe fn gelu(out: *mut f32, stride: usize, rows: usize, columns: usize) {
-        for r in 0..rows {
-            for o in std::slice::from_raw_parts_mut(out.add(r * stride), columns) {
-                *o = crate::fused::gelu::gelu::<true>(*o);
-            }
-        }
-    }
 }
 
 /// The AVX-512 VNNI kernel: register tiles of up to [`vnni::TILE_ROWS`] tokens × two panels.
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::{stage, PackedWeights, RescaleInt8, PANEL};
+    use super::{row_tiles, stage, PackedWeights, RescaleInt8, TileOutput, PANEL};
     use std::arch::x86_64::*;
 
     /// Tokens per register tile: 12 × 2 accumulators, two weight vectors and a broadcast in 32 zmm registers.
@@ -353,21 +394,14 @@ mod vnni {
             let pair = (panels - panel).min(PANELS);
             let first = panel * PANEL;
             let columns = (n - first).min(PANEL * PANELS);
-            let mut row = 0;
-            while row < rows {
-                let tile = (rows - row).min(TILE_ROWS);
+            for (row, tile) in row_tiles(rows, TILE_ROWS) {
                 let at = Tile {
                     a: a.as_ptr().add(row * stride),
                     a_stride: stride,
                     b: [w.panel(panel), w.panel(panel + pair - 1)],
                     groups,
                     correction: w.correction.as_ptr().add(first),
-                    weight_scale: stage.weight_scale.as_ptr().add(first),
-                    bias: stage.bias.as_ptr().add(first),
-                    token_scale: scales.as_ptr().add(row),
-                    out: out.as_mut_ptr().add(row * n + first),
-                    out_stride: n,
-                    columns,
+                    out: TileOutput::new(stage, scales, out, n, row, first, columns),
                 };
                 if pair == 2 {
                     tile_rows!(at, tile, 2; 1 2 3 4 5 6 7 8 9 10 11 12);
@@ -375,9 +409,8 @@ mod vnni {
                     tile_rows!(at, tile, 1; 1 2 3 4 5 6 7 8 9 10 11 12);
                 }
                 if stage.gelu {
-                    stage::gelu(at.out, n, tile, columns);
+                    at.out.gelu::<true>(tile);
                 }
-                row += tile;
             }
         }
     }
@@ -400,13 +433,7 @@ mod vnni {
         b: [*const u8; PANELS],
         groups: usize,
         correction: *const i32,
-        weight_scale: *const f32,
-        bias: *const f32,
-        token_scale: *const f32,
-        out: *mut f32,
-        out_stride: usize,
-        /// Output channels of these panels inside the matrix (the last panel may be partial).
-        columns: usize,
+        out: TileOutput,
     }
 
     impl Tile {
@@ -427,18 +454,19 @@ mod vnni {
                 }
                 a = a.add(4);
             }
+            let o = &self.out;
             for (r, acc) in acc.iter().enumerate() {
-                let token_scale = _mm512_set1_ps(*self.token_scale.add(r));
+                let token_scale = _mm512_set1_ps(*o.token_scale.add(r));
                 for (j, &acc) in acc.iter().enumerate() {
                     let first = j * PANEL;
                     let exact = _mm512_sub_epi32(acc, _mm512_loadu_si512(self.correction.add(first) as *const __m512i));
                     stage::output16(
                         exact,
-                        self.weight_scale.add(first),
-                        self.bias.add(first),
+                        o.weight_scale.add(first),
+                        o.bias.add(first),
                         token_scale,
-                        self.out.add(r * self.out_stride + first),
-                        self.columns - first,
+                        o.out.add(r * o.out_stride + first),
+                        o.columns - first,
                     );
                 }
             }
@@ -451,7 +479,7 @@ mod vnni {
 /// order (no fused multiply-add: the portable row has none on aarch64), its GELU without FMA likewise.
 #[cfg(target_arch = "aarch64")]
 mod sdot {
-    use super::{PackedWeights, RescaleInt8, PANEL};
+    use super::{row_tiles, PackedWeights, RescaleInt8, TileOutput, PANEL};
     use std::arch::aarch64::*;
     use std::arch::asm;
 
@@ -474,20 +502,13 @@ mod sdot {
         for panel in 0..w.panels() {
             let first = panel * PANEL;
             let columns = (n - first).min(PANEL);
-            let mut row = 0;
-            while row < rows {
-                let tile = (rows - row).min(TILE_ROWS);
+            for (row, tile) in row_tiles(rows, TILE_ROWS) {
                 let at = Tile {
                     a: a.as_ptr().add(row * stride),
                     a_stride: stride,
                     b: w.panel(panel) as *const i8,
                     quads,
-                    weight_scale: stage.weight_scale.as_ptr().add(first),
-                    bias: stage.bias.as_ptr().add(first),
-                    token_scale: scales.as_ptr().add(row),
-                    out: out.as_mut_ptr().add(row * n + first),
-                    out_stride: n,
-                    columns,
+                    out: TileOutput::new(stage, scales, out, n, row, first, columns),
                 };
                 match tile {
                     4 => at.run::<4>(),
@@ -496,13 +517,8 @@ mod sdot {
                     _ => at.run::<1>(),
                 }
                 if stage.gelu {
-                    for r in row..row + tile {
-                        for o in &mut out[r * n + first..r * n + first + columns] {
-                            *o = crate::fused::gelu::gelu::<false>(*o);
-                        }
-                    }
+                    at.out.gelu::<false>(tile);
                 }
-                row += tile;
             }
         }
     }
@@ -522,12 +538,7 @@ mod sdot {
         b: *const i8,
         /// Groups of 16 input channels (four `sdot` groups), the rows padded to whole ones.
         quads: usize,
-        weight_scale: *const f32,
-        bias: *const f32,
-        token_scale: *const f32,
-        out: *mut f32,
-        out_stride: usize,
-        columns: usize,
+        out: TileOutput,
     }
 
     impl Tile {
@@ -555,22 +566,23 @@ mod sdot {
                 step!(3);
             }
             // The output stage of RescaleInt8, in its order: ((acc as f32) · w_scale) · x_scale + bias.
+            let o = &self.out;
             for (r, acc) in acc.iter().enumerate() {
-                let token_scale = vdupq_n_f32(*self.token_scale.add(r));
-                let out = self.out.add(r * self.out_stride);
+                let token_scale = vdupq_n_f32(*o.token_scale.add(r));
+                let out = o.out.add(r * o.out_stride);
                 for (j, &acc) in acc.iter().enumerate() {
                     let first = j * 4;
-                    if first >= self.columns {
+                    if first >= o.columns {
                         break;
                     }
-                    let lanes = (self.columns - first).min(4);
+                    let lanes = (o.columns - first).min(4);
                     // The last panel's scales and biases end with the matrix: its partial vectors go through copies.
                     let (mut scale, mut bias, mut y) = ([0f32; 4], [0f32; 4], [0f32; 4]);
                     let (scale, bias) = if lanes == 4 {
-                        (vld1q_f32(self.weight_scale.add(first)), vld1q_f32(self.bias.add(first)))
+                        (vld1q_f32(o.weight_scale.add(first)), vld1q_f32(o.bias.add(first)))
                     } else {
-                        std::ptr::copy_nonoverlapping(self.weight_scale.add(first), scale.as_mut_ptr(), lanes);
-                        std::ptr::copy_nonoverlapping(self.bias.add(first), bias.as_mut_ptr(), lanes);
+                        std::ptr::copy_nonoverlapping(o.weight_scale.add(first), scale.as_mut_ptr(), lanes);
+                        std::ptr::copy_nonoverlapping(o.bias.add(first), bias.as_mut_ptr(), lanes);
                         (vld1q_f32(scale.as_ptr()), vld1q_f32(bias.as_ptr()))
                     };
                     let v = vmulq_f32(vcvtq_f32_s32(acc), scale);
@@ -592,7 +604,7 @@ mod sdot {
 /// (the packed panels as they are); the sums then leave through the AVX-512 output stage.
 #[cfg(target_arch = "x86_64")]
 mod amx {
-    use super::{stage, CacheLine, PackedWeights, RescaleInt8, PANEL, TILE_GROUPS};
+    use super::{stage, CacheLine, PackedWeights, RescaleInt8, TileOutput, PANEL, TILE_GROUPS};
     use std::arch::asm;
     use std::arch::x86_64::*;
 
@@ -678,7 +690,7 @@ mod amx {
                     }
                 }
                 if stage.gelu {
-                    stage::gelu(out.as_mut_ptr().add(block * TILE_ROWS * n + first), n, tokens, columns);
+                    TileOutput::new(stage, scales, out, n, block * TILE_ROWS, first, columns).gelu::<true>(tokens);
                 }
             }
         }
