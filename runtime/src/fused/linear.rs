@@ -18,7 +18,7 @@
 //! - **AMX** (Intel Xeon from Sapphire Rapids, Linux): blocks of 16 tokens × 64 channels in four accumulator tiles,
 //!   each step a 16 × 64-byte tile of activations (s8 as they are: `tdpbssd` multiplies signed by signed) against
 //!   four weight tiles read straight from the panels. On a Xeon with AMX (2026-12-08, `cargo bench --bench runtime --
-//!   int8_linear`) 0.83–0.91 int8 TMAC/s on the layer's shapes at 16 and 64 tokens, against 0.26–0.29 for the
+//!   int8_linear`) 0.81–0.91 int8 TMAC/s on the layer's shapes at 16 and 64 tokens, against 0.26–0.29 for the
 //!   VNNI kernel; tract's own AMX path made the layer 1.6× slower than ours.
 //! - **AVX-512 VNNI** (Intel from Ice Lake, AMD from Zen 4): the activation bytes get their +128 once per row (a copy
 //!   of a few KB, where tract's kernels add it inside their loop), the per-channel correction `128 · Σₖ W[k][n]` is
