@@ -106,6 +106,19 @@ impl PackedWeights {
         self.data[p * self.panel_lines..].as_ptr() as *const u8
     }
 
+    /// The activations `q` (rows of `k`) copied into `rows` rows (at least `q`'s) of the panels' padded K, the
+    /// padding zero bytes (against zero weights): whole 16- and 64-byte loads for the SDOT and AMX kernels. Returns
+    /// the copy and its row stride.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn padded_rows(&self, q: &[i8], rows: usize) -> (Vec<i8>, usize) {
+        let stride = self.panel_lines * 4;
+        let mut a = vec![0i8; rows * stride];
+        for (dst, src) in a.chunks_exact_mut(stride).zip(q.chunks_exact(self.k)) {
+            dst[..self.k].copy_from_slice(src);
+        }
+        (a, stride)
+    }
+
     /// `W[kk][c]`, read back from the panels.
     #[cfg(test)]
     fn weight(&self, kk: usize, c: usize) -> i8 {
@@ -492,12 +505,7 @@ mod sdot {
         let (k, n) = (w.k, w.n);
         let rows = scales.len();
         debug_assert!(q.len() == rows * k && out.len() == rows * n);
-        // Each row padded to the panels' K (zero bytes against zero weights), so every 16-byte load is whole.
-        let stride = w.panel_lines * 4;
-        let mut a = vec![0i8; rows * stride];
-        for (dst, src) in a.chunks_exact_mut(stride).zip(q.chunks_exact(k)) {
-            dst[..k].copy_from_slice(src);
-        }
+        let (a, stride) = w.padded_rows(q, rows);
         let quads = w.groups.div_ceil(4);
         for panel in 0..w.panels() {
             let first = panel * PANEL;
@@ -631,13 +639,9 @@ mod amx {
         let (k, n) = (w.k, w.n);
         let rows = scales.len();
         debug_assert!(q.len() == rows * k && out.len() == rows * n);
-        // The activations padded to whole tiles: rows to 16, each row to the panels' K (zero bytes, zero weights).
-        let stride = w.panel_lines * 4;
+        // The rows padded to whole tiles of 16 tokens as well.
         let blocks = rows.div_ceil(TILE_ROWS);
-        let mut a = vec![0i8; blocks * TILE_ROWS * stride];
-        for (dst, src) in a.chunks_exact_mut(stride).zip(q.chunks_exact(k)) {
-            dst[..k].copy_from_slice(src);
-        }
+        let (a, stride) = w.padded_rows(q, blocks * TILE_ROWS);
         let steps = w.panel_lines / TILE_GROUPS;
         let mut sums = [[0i32; TILE_ROWS * PANEL]; PANELS];
         let cfg = config();
