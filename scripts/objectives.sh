@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Trains, evaluates and collects the objective comparison of issue 12 (docs/results/<task>-objectives.json):
-# each RUN is OBJECTIVE:SEED[:BETA0:ALPHA[:centered]] (centered: --centered-logits), trained on the task's train
+# each RUN is OBJECTIVE:SEED[:BETA0:ALPHA[:VARIANT]] (VARIANT: centered, shared-pooler, head-lr1, or several
+# joined by +; see run_name), trained on the task's train
 # split minus a fixed hold-out (5 % of SST-2, 10 % of the small pair tasks; written to the run's holdout.tsv, where
 # β0, α and τ are chosen), then evaluated on dev (only reported) and on the hold-out. Every step resumes: an
 # interrupted training continues from its latest checkpoint, finished steps are skipped, so the script can be
@@ -15,7 +16,9 @@
 # --backbone DIR, --bin DIR (where cosee-trainer is), --save-steps N (resumable checkpoints every N steps,
 # default 200), --lr X (the encoder's peak learning rate, default the recipe's 5e-5; another rate is a recipe
 # probe and its run directories end in -lrX), --batch-size N (default the recipe's 32; another size ends them in
-# -bsN). A run evaluated before (dev and hold-out) is not trained again. A
+# -bsN), --results STEM (collect into docs/results/STEM.{json,md,png} instead of <task>-objectives, and leave the
+# README's table alone: for a probe kept apart from the comparison). A run evaluated before (dev and hold-out) is
+# not trained again. A
 # LIBTORCH already in the environment is used as it is (the GPU machine's torch; scripts/gpu-objectives.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,7 @@ task=""
 collect_only=0
 collect=1
 dirs_only=0
+results=""
 runs_root="runs/objectives"
 device=auto
 save_steps=200
@@ -53,7 +57,8 @@ while [ $# -gt 0 ]; do
     --save-steps) save_steps="$2"; shift 2 ;;
     --lr) lr="$2"; shift 2 ;;
     --batch-size) batch_size="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --results) results="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "unknown option: $1" >&2; exit 2 ;;
     *) specs+=("$1"); shift ;;
   esac
@@ -66,16 +71,25 @@ run_name() { # spec
   beta0="${beta0:-1}"
   alpha="${alpha:-0.01}"
   name="$objective-e$epochs-s$seed" extra=()
+  pooler=(--standardize-poolers) head_lr=(--head-lr-scale 20)
   case "$objective" in
     cosee) name="$objective-b$beta0-a$alpha-e$epochs-s$seed" ;;
     swm) name="$objective-b$beta0-e$epochs-s$seed" ;;
     osc) name="$objective-a$alpha-e$epochs-s$seed" ;;
   esac
-  case "${variant:-}" in
-    "") ;;
-    centered) name="$name-centered"; extra=(--centered-logits) ;;
-    *) echo "unknown variant '$variant' in $1" >&2; return 2 ;;
-  esac
+  # VARIANT is a +-joined list: centered (zero-sum logits), shared-pooler (one pooler for every exit, started
+  # from the backbone's, as in the paper's reference code), head-lr1 (the heads learn at the encoder's rate).
+  # The last two probe the recipe's exit heads (issue 12: what moves OSC's effect).
+  local v variants
+  IFS=+ read -r -a variants <<<"${variant:-}"
+  for v in "${variants[@]}"; do
+    case "$v" in
+      centered) name="$name-centered"; extra+=(--centered-logits) ;;
+      shared-pooler) name="$name-sharedpooler"; pooler=() ;;
+      head-lr1) name="$name-headlr1"; head_lr=(--head-lr-scale 1) ;;
+      *) echo "unknown variant '$v' in $1" >&2; return 2 ;;
+    esac
+  done
   [ "$batch_size" = 32 ] || name="$name-bs$batch_size"
   [ "$lr" = 5e-5 ] || name="$name-lr$lr"
 }
@@ -100,14 +114,14 @@ case "$task" in
   *) warmup=60 holdout=0.1 ;;
 esac
 recipe=(--data-dir "$data_dir" --batch-size "$batch_size" --lr "$lr" --warmup-steps "$warmup" --max-seq-len 128
-  --save-steps "$save_steps" --pooling mean --standardize-poolers --head-lr-scale 20 --holdout-fraction "$holdout")
+  --save-steps "$save_steps" --pooling mean --holdout-fraction "$holdout")
 
 task_dir="$runs_root/$task"
 mkdir -p "$task_dir"
 
 one_run() { # spec
   run_name "$1" || return 2
-  local name="$name" extra=("${extra[@]}") out="$task_dir/$name"
+  local name="$name" extra=("${extra[@]}" "${pooler[@]}" "${head_lr[@]}") out="$task_dir/$name"
   # Evaluated before (perhaps elsewhere, its weights left behind): its results stand.
   if [ -f "$out/eval-dev/eval.json" ] && [ -f "$out/eval-holdout/eval.json" ]; then
     echo "done before: $name"
@@ -148,17 +162,19 @@ fi
 mapfile -t done_runs < <(find "$task_dir" -mindepth 2 -maxdepth 3 -path '*/eval-dev/eval.json' | sed 's#/eval-dev/eval.json##' | sort)
 [ "${#done_runs[@]}" -gt 0 ] || { echo "no evaluated runs under $task_dir yet" >&2; exit 0; }
 slug="${task//-/}"
+stem="${results:-$slug-objectives}"
 mkdir -p docs/results
 # Runs committed before are kept (their directories may be gone: runs/ is not committed); a run evaluated here
 # replaces its own record.
 keep=()
-[ -f "docs/results/$slug-objectives.json" ] && keep=(--keep "docs/results/$slug-objectives.json")
-"$bin/cosee-trainer" results --runs "${done_runs[@]}" --out "docs/results/$slug-objectives.json" "${keep[@]}" \
-  --chart "docs/results/$slug-objectives.png" --title "$task dev: objectives at fixed layer speed-ups" \
-  | tee "docs/results/$slug-objectives.md"
+[ -f "docs/results/$stem.json" ] && keep=(--keep "docs/results/$stem.json")
+"$bin/cosee-trainer" results --runs "${done_runs[@]}" --out "docs/results/$stem.json" "${keep[@]}" \
+  --chart "docs/results/$stem.png" --title "$task dev: objectives at fixed layer speed-ups" \
+  | tee "docs/results/$stem.md"
+[ -z "$results" ] || exit 0
 
 # The README shows the same table between its objectives markers (one block per task).
-python3 - "$task" "docs/results/$slug-objectives.md" <<'PY'
+python3 - "$task" "docs/results/$stem.md" <<'PY'
 import re, sys
 task, table_path = sys.argv[1], sys.argv[2]
 begin, end = f"<!-- objectives:{task}:begin -->", f"<!-- objectives:{task}:end -->"

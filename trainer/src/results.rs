@@ -31,6 +31,9 @@ pub struct RunResult {
     /// Trained with zero-sum logits (`--centered-logits`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub centered_logits: bool,
+    /// How the exits pool and how fast their heads learn (absent in records from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_heads: Option<ExitHeads>,
     /// The fraction of train held out for tuning (absent: trained on all of train).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdout_fraction: Option<f64>,
@@ -58,6 +61,36 @@ pub struct RunResult {
     pub device: Option<String>,
     /// The run directory's name.
     pub run: String,
+}
+
+/// The exits' heads as a run trained them: part of its recipe, like the batch size and learning rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitHeads {
+    /// What each exit pools from its layer: "cls" or "mean".
+    pub pooling: String,
+    /// "shared" (one pooler, the reference code's), "per-exit", or "standardized per-exit" (per-exit poolers
+    /// started as a standardization of what they pool).
+    pub pooler: String,
+    /// The heads' learning-rate multiplier over the encoder's.
+    pub head_lr_scale: f64,
+}
+
+impl ExitHeads {
+    fn of(config: &TrainConfig) -> Self {
+        let pooler = match (config.per_exit_pooler, config.standardize_poolers) {
+            (_, true) => "standardized per-exit",
+            (true, false) => "per-exit",
+            (false, false) => "shared",
+        };
+        Self { pooling: config.pooling.to_string(), pooler: pooler.into(), head_lr_scale: config.adam.head_lr_scale }
+    }
+}
+
+impl std::fmt::Display for ExitHeads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = if self.pooler == "shared" { "" } else { "s" };
+        write!(f, "{} pooling, {} pooler{plural}, heads ×{}", self.pooling, self.pooler, self.head_lr_scale)
+    }
 }
 
 impl RunResult {
@@ -90,6 +123,7 @@ impl RunResult {
             batch_size: config.batch_size,
             learning_rate: Some(config.learning_rate),
             centered_logits: config.centered_logits,
+            exit_heads: Some(ExitHeads::of(&config)),
             holdout_fraction: config.holdout_fraction,
             metric: metric.to_string(),
             full_depth_accuracy: last.accuracy,
@@ -175,16 +209,33 @@ pub fn group_name(run: &RunResult) -> String {
     name
 }
 
-/// Each run's group: its [`group_name`], and its recipe (batch size, learning rate) where the runs given were
-/// not all trained with the same one (a recipe probe), so that runs of other recipes are never averaged together.
+/// Each run's group: its [`group_name`], and its recipe where the runs given were not all trained with the same
+/// one (a recipe probe), so that runs of other recipes are never averaged together. The recipe is named by the
+/// parts that differ: batch size and learning rate, and the exits' heads. A record from before the heads were kept
+/// differs from none (it cannot be told apart) and its name does not show them.
 fn group_names(runs: &[RunResult]) -> Vec<String> {
-    let recipe = |r: &RunResult| (r.batch_size, r.learning_rate);
-    let recipes_differ = runs.windows(2).any(|w| recipe(&w[0]) != recipe(&w[1]));
+    let differ = |key: &dyn Fn(&RunResult) -> Option<String>| {
+        let known: Vec<String> = runs.iter().filter_map(key).collect();
+        known.windows(2).any(|w| w[0] != w[1])
+    };
+    let optimizer = |r: &RunResult| {
+        Some(match r.learning_rate {
+            Some(lr) => format!("bs {} lr {lr:e}", r.batch_size),
+            None => format!("bs {}", r.batch_size),
+        })
+    };
+    let heads = |r: &RunResult| r.exit_heads.as_ref().map(ToString::to_string);
+    let (optimizer_differs, heads_differ) = (differ(&optimizer), differ(&heads));
     runs.iter()
-        .map(|r| match (recipes_differ, r.learning_rate) {
-            (true, Some(lr)) => format!("{} · bs {} lr {lr:e}", group_name(r), r.batch_size),
-            (true, None) => format!("{} · bs {}", group_name(r), r.batch_size),
-            _ => group_name(r),
+        .map(|r| {
+            let mut name = group_name(r);
+            if optimizer_differs {
+                let _ = write!(name, " · {}", optimizer(r).unwrap_or_default());
+            }
+            if let (true, Some(h)) = (heads_differ, heads(r)) {
+                let _ = write!(name, " · {h}");
+            }
+            name
         })
         .collect()
 }
@@ -275,6 +326,7 @@ pub(crate) fn example_run(objective: &str, seed: u64) -> RunResult {
         batch_size: 32,
         learning_rate: Some(5e-5),
         centered_logits: false,
+        exit_heads: None,
         holdout_fraction: Some(0.05),
         metric: "accuracy".into(),
         full_depth_accuracy: 0.9,
@@ -352,6 +404,9 @@ mod tests {
         let r = RunResult::from_run(dir.path(), &report).unwrap();
         assert_eq!((r.objective.as_str(), r.alpha, r.epochs, r.metric.as_str()), ("cosee", 0.001, 10, "f1"));
         assert_eq!((r.full_depth, r.full_depth_accuracy), (1.0, 1.0));
+        let heads = r.exit_heads.as_ref().unwrap();
+        assert_eq!((heads.pooling.as_str(), heads.pooler.as_str()), ("cls", "shared"), "the trainer's defaults");
+        assert_eq!(heads.head_lr_scale, config.adam.head_lr_scale);
         assert_eq!(r.exit_accuracy, vec![2.0 / 3.0, 1.0]);
         // The last epoch's diagnostics, not the first's.
         assert_eq!(r.train_exits.len(), 1);
@@ -403,6 +458,27 @@ mod tests {
                 format!("{cosee} · bs 128 lr 1e-4")
             ]
         );
+        // A probe of the exits' heads: named by them; a record from before they were kept is not split off.
+        let heads = |pooler: &str, scale: f64| {
+            Some(ExitHeads { pooling: "mean".into(), pooler: pooler.into(), head_lr_scale: scale })
+        };
+        let mut recipe = run("conventional", 1, 0.86, None);
+        recipe.exit_heads = heads("standardized per-exit", 20.0);
+        let mut shared = run("conventional", 1, 0.85, None);
+        shared.exit_heads = heads("shared", 1.0);
+        let names: Vec<String> =
+            summarize(&[recipe.clone(), shared, run("osc", 1, 0.84, None)]).into_iter().map(|g| g.name).collect();
+        assert_eq!(
+            names,
+            [
+                "conventional · 1 ep · mean pooling, standardized per-exit poolers, heads ×20",
+                "conventional · 1 ep · mean pooling, shared pooler, heads ×1",
+                "osc α 0.01 · 1 ep",
+            ]
+        );
+        let names: Vec<String> =
+            summarize(&[recipe, run("conventional", 2, 0.87, None)]).into_iter().map(|g| g.name).collect();
+        assert_eq!(names, ["conventional · 1 ep"], "the same heads, or unknown ones, are not named");
         let table = markdown_table(&runs);
         assert!(
             table.contains("| cosee β0 1 α 0.01 · 1 ep | 2 | 90.00 (90.00–90.00) | – | 89.00 (88.00–90.00) |"),
