@@ -218,19 +218,17 @@ fn group_names(runs: &[RunResult]) -> Vec<String> {
         let known: Vec<String> = runs.iter().filter_map(key).collect();
         known.windows(2).any(|w| w[0] != w[1])
     };
-    let optimizer = |r: &RunResult| {
-        Some(match r.learning_rate {
-            Some(lr) => format!("bs {} lr {lr:e}", r.batch_size),
-            None => format!("bs {}", r.batch_size),
-        })
+    let optimizer = |r: &RunResult| match r.learning_rate {
+        Some(lr) => format!("bs {} lr {lr:e}", r.batch_size),
+        None => format!("bs {}", r.batch_size),
     };
     let heads = |r: &RunResult| r.exit_heads.as_ref().map(ToString::to_string);
-    let (optimizer_differs, heads_differ) = (differ(&optimizer), differ(&heads));
+    let (optimizer_differs, heads_differ) = (differ(&|r| Some(optimizer(r))), differ(&heads));
     runs.iter()
         .map(|r| {
             let mut name = group_name(r);
             if optimizer_differs {
-                let _ = write!(name, " · {}", optimizer(r).unwrap_or_default());
+                let _ = write!(name, " · {}", optimizer(r));
             }
             if let (true, Some(h)) = (heads_differ, heads(r)) {
                 let _ = write!(name, " · {h}");
